@@ -1,0 +1,179 @@
+"""The shared base of every sparse-training algorithm.
+
+An algorithm is a small, serialisable description of *how* masks evolve: its update window, its drop-fraction
+anneal, how it scores connections to drop and to grow, and how it initialises new ones. It holds no variables; the
+Keras layer (tfmot_rigl.keras) owns masks and state and calls these methods inside the train step.
+"""
+import dataclasses
+import re
+from typing import Optional
+
+import tensorflow as tf
+
+from tfmot_rigl.core import masks as mask_math
+from tfmot_rigl.core import schedule
+
+_REGISTRY = {}
+_GROW_INIT = re.compile(r"^(zeros|random_normal|random_uniform|initial_dist)(?:_(\d+(?:\.\d+)?))?$")
+
+
+def register(cls):
+  """Class decorator: makes an algorithm available to `make_algorithm(cls.name)` and to deserialisation."""
+  _REGISTRY[cls.name] = cls
+  return cls
+
+
+def algorithm_names():
+  return tuple(_REGISTRY)
+
+
+def make_algorithm(method: str, **knobs) -> "SparseAlgorithm":
+  """The algorithm for a method name (dense|static|set|rigl|snfs|snip|magnitude), built from keyword knobs.
+
+  Knobs that belong to other methods (e.g. drop_fraction for static) are ignored, so one config with every knob can
+  switch between methods by its method name alone; a knob no method knows is an error.
+  """
+  if method not in _REGISTRY:
+    raise ValueError(f"Unknown sparse training method {method!r}; use one of {', '.join(_REGISTRY)}.")
+  known = {name: set(cls().get_config()) for name, cls in _REGISTRY.items()}
+  unknown = sorted(set(knobs) - set().union(*known.values()))
+  if unknown:
+    raise ValueError(f"Unknown sparse training knob(s) {unknown}; valid knobs are "
+                     f"{sorted(set().union(*known.values()))}.")
+  return _REGISTRY[method](**{k: v for k, v in knobs.items() if k in known[method]})
+
+
+def deserialize(config) -> "SparseAlgorithm":
+  if isinstance(config, SparseAlgorithm):
+    return config
+  return make_algorithm(config["method"], **config.get("config", {}))
+
+
+def serialize(algorithm: "SparseAlgorithm") -> dict:
+  return {"method": algorithm.name, "config": algorithm.get_config()}
+
+
+@dataclasses.dataclass
+class LayerUpdate:
+  """What an algorithm sees of one layer at a mask update (all tensors of the kernel's shape)."""
+  weight: tf.Tensor           # current kernel, already masked
+  mask: tf.Tensor             # current 0/1 mask
+  grad: tf.Tensor             # dense gradient of this batch, all-reduced across replicas
+  state: dict                 # the algorithm's per-layer state tensors (e.g. SNFS gradient EMA)
+  seed: tf.Tensor             # int32 [2] stateless seed unique to (algorithm seed, layer, step)
+  initial_weight: Optional[tf.Tensor] = None  # kernel at initialisation, for grow_init=initial_dist
+
+
+class SparseAlgorithm:
+  """Base class. Subclasses set `name` and override only what differs (normally `grow_scores`)."""
+
+  name = None
+  #: masks change during training (SET, RigL, SNFS); False for one-shot / fixed masks.
+  dynamic = True
+  #: this method uses tfmot_rigl's own wrapper and masks (False for dense and TFMOT magnitude pruning).
+  uses_masks = True
+
+  def __init__(self, update_frequency: int = 100, begin_step=0, end_step=0.75, drop_fraction: float = 0.3,
+               drop_fraction_anneal: str = "cosine", grow_init: str = "zeros", seed_offset: int = 0):
+    schedule.check_anneal(drop_fraction_anneal)
+    if not 0.0 <= drop_fraction <= 1.0:
+      raise ValueError(f"drop_fraction={drop_fraction!r} is outside [0, 1]; it is the fraction of active "
+                       "connections replaced at each update, e.g. 0.3.")
+    self.update_frequency = update_frequency
+    self.begin_step = begin_step
+    self.end_step = end_step
+    self.drop_fraction = drop_fraction
+    self.drop_fraction_anneal = drop_fraction_anneal
+    self.grow_init = self._check_grow_init(grow_init)
+    self.seed_offset = seed_offset
+    if isinstance(update_frequency, bool) or not isinstance(update_frequency, int) or update_frequency <= 0:
+      raise ValueError(f"update_frequency={update_frequency!r} must be a positive number of steps, e.g. 100.")
+
+  # --- configuration -------------------------------------------------------------------------------------------
+  _grow_init_names = ("zeros", "random_normal", "random_uniform", "initial_dist")
+
+  def _check_grow_init(self, grow_init):
+    base = re.sub(r"_\d+(?:\.\d+)?$", "", str(grow_init))
+    if base not in self._grow_init_names:
+      raise ValueError(f"Unknown grow_init {grow_init!r} for {self.name}; use one of "
+                       f"{', '.join(self._grow_init_names)} (optionally with a divisor, e.g. random_normal_2).")
+    return grow_init
+
+  def get_config(self) -> dict:
+    return {"update_frequency": self.update_frequency, "begin_step": self.begin_step, "end_step": self.end_step,
+            "drop_fraction": self.drop_fraction, "drop_fraction_anneal": self.drop_fraction_anneal,
+            "grow_init": self.grow_init, "seed_offset": self.seed_offset}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)
+
+  def __repr__(self):
+    knobs = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+    return f"{type(self).__name__}({knobs})"
+
+  def __eq__(self, other):
+    return type(self) is type(other) and self.get_config() == other.get_config()
+
+  def window(self, total_steps: Optional[int] = None):
+    """(begin_step, end_step) as steps, resolving fractions of `total_steps`."""
+    begin = schedule.resolve_step(self.begin_step, total_steps, "begin_step")
+    end = schedule.resolve_step(self.end_step, total_steps, "end_step")
+    schedule.check_window(begin, end, self.update_frequency)
+    return begin, end
+
+  # --- masks -----------------------------------------------------------------------------------------------------
+  def initial_mask(self, shape, sparsity: float, seed) -> tf.Tensor:
+    """Mask before training: uniformly random at the layer's sparsity (SNIP overrides: dense until its one shot)."""
+    return mask_math.random_mask(shape, sparsity, seed)
+
+  def state_names(self):
+    """Names of per-layer state tensors (kernel-shaped) this algorithm keeps; created by the Keras wrapper."""
+    return ()
+
+  def update_state(self, state: dict, grad: tf.Tensor) -> dict:
+    """Called every training step with the all-reduced gradient; returns new state values."""
+    return state
+
+  def drop_scores(self, layer: LayerUpdate) -> tf.Tensor:
+    """Active connections with the largest score are kept: |W ⊙ M|."""
+    return tf.abs(layer.weight * layer.mask)
+
+  def grow_scores(self, layer: LayerUpdate) -> tf.Tensor:
+    raise NotImplementedError
+
+  def update_mask(self, layer: LayerUpdate, drop_fraction):
+    """(new_mask, new_connections) of one layer: drop the smallest, grow the highest-scoring of the rest."""
+    return mask_math.drop_and_grow(layer.mask, self.drop_scores(layer), self.grow_scores(layer), drop_fraction,
+                                   layer.seed)
+
+  # --- new connections -------------------------------------------------------------------------------------------
+  def grow_values(self, layer: LayerUpdate) -> tf.Tensor:
+    """Values given to new connections (`grow_init`), optionally divided by the number after the name."""
+    match = _GROW_INIT.match(self.grow_init)
+    kind, divisor = match.group(1), float(match.group(2) or 1.0)
+    weight, seed = layer.weight, layer.seed + 7
+    if kind == "zeros":
+      return tf.zeros_like(weight)
+    active = layer.mask > 0.5
+    count = tf.maximum(tf.reduce_sum(tf.cast(active, weight.dtype)), 1.0)
+    if kind == "random_normal":
+      # Scaled to the layer's current (active) weights, so new connections start at the layer's typical size.
+      mean = tf.reduce_sum(tf.where(active, weight, 0.0)) / count
+      std = tf.sqrt(tf.reduce_sum(tf.where(active, tf.square(weight - mean), 0.0)) / count)
+      return tf.random.stateless_normal(tf.shape(weight), seed, stddev=std, dtype=weight.dtype) / divisor
+    if kind == "random_uniform":
+      bound = tf.reduce_sum(tf.where(active, tf.abs(weight), 0.0)) / count
+      return tf.random.stateless_uniform(tf.shape(weight), seed, -bound, bound, dtype=weight.dtype) / divisor
+    # initial_dist: values drawn (by a seeded shuffle) from the layer's weights at initialisation.
+    flat = tf.reshape(layer.initial_weight, [-1])
+    shuffled = tf.gather(flat, tf.argsort(tf.random.stateless_uniform(tf.shape(flat), seed)))
+    return tf.reshape(shuffled, tf.shape(weight)) / divisor
+
+  def new_slot_values(self, layer: LayerUpdate, slot: tf.Tensor) -> tf.Tensor:
+    """Optimizer slot values (momentum, Adam m/v, …) of new connections: zero."""
+    return tf.zeros_like(slot)
+
+  @property
+  def needs_initial_weight(self):
+    return self.grow_init.startswith("initial_dist")

@@ -1,0 +1,155 @@
+"""`wrap_optimizer`: the one integration point that sees the gradients.
+
+TFMOT's wrapper updates masks inside the forward pass, where no gradient exists. RigL needs the dense gradient of the
+current batch, so — as the reference code and jaxpruner's `wrap_optimizer` do — the mask update lives in the
+optimizer: after the normal update, at update steps, each layer drops and grows connections. The same
+`apply_gradients` serves `model.fit`, custom `tf.function` loops and the Model Garden train step.
+
+Per step, inside `apply_gradients`:
+  1. gradients are all-reduced across replicas (once, here), so scores and masks agree on every replica;
+  2. the inner optimizer applies the gradients masked by M (inactive weights and their slots stay zero);
+  3. per-step algorithm state (SNFS's gradient EMA) is updated from the dense gradients;
+  4. at an update step the masks change, new connections get `grow_init` values and reset optimizer slots, and
+     dropped connections are zeroed with their slots. Shapes stay static, so the step compiles with XLA.
+"""
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+from tf_keras.src.optimizers import utils as optimizer_utils
+import tf_keras as keras
+
+from tfmot_rigl import algorithms
+from tfmot_rigl.core import distributions
+from tfmot_rigl.core import masks as mask_math
+from tfmot_rigl.keras import slots as slot_lookup
+from tfmot_rigl.keras.prune import sparse_wrappers
+from tfmot_rigl.keras.wrapper import SparseWrapper
+
+
+class _SparseTrainingOptimizer:
+  """Mixin placed in front of the user's optimizer class by `wrap_optimizer`."""
+
+  _sparse_targets = None  # a _Targets; a plain holder so the optimizer's checkpoint does not track the layers
+
+  @property
+  def _sparse_wrappers(self):
+    return self._sparse_targets.wrappers if self._sparse_targets else ()
+
+  def apply_gradients(self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs):
+    grads_and_vars = [(g, v) for g, v in grads_and_vars]
+    aggregate = not skip_gradients_aggregation and kwargs.pop("experimental_aggregate_gradients", True)
+    if aggregate and tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() is False:
+      grads_and_vars = optimizer_utils.all_reduce_sum_gradients(grads_and_vars)
+    step = tf.identity(self.iterations)
+    masks = {}
+    for wrapper in self._sparse_wrappers:
+      for weight, mask, _ in wrapper.pruning_vars:
+        masks[id(weight)] = mask
+    dense_grads = {id(v): tf.convert_to_tensor(g) for g, v in grads_and_vars if id(v) in masks and g is not None}
+    masked = [(g * tf.cast(masks[id(v)], g.dtype) if id(v) in dense_grads else g, v) for g, v in grads_and_vars]
+    if isinstance(self, keras.optimizers.legacy.Optimizer):
+      result = super().apply_gradients(masked, name=name, experimental_aggregate_gradients=False, **kwargs)
+    else:
+      result = super().apply_gradients(masked, name=name, skip_gradients_aggregation=True, **kwargs)
+    _in_cross_replica(self._sparse_update, step, dense_grads)  # program order puts it after the inner update
+    return result
+
+  def _sparse_update(self, strategy, step, dense_grads):
+    """Runs in cross-replica context; `strategy.extended.update` runs each layer's update on every device."""
+    for wrapper in self._sparse_wrappers:
+      if not isinstance(wrapper, SparseWrapper):
+        # TFMOT's own wrapper (magnitude pruning): keep its step where its UpdatePruningStep callback would put it.
+        strategy.extended.update(wrapper.pruning_step, lambda var, s: var.assign(tf.cast(s, tf.int64) + 1),
+                                 args=(step,))
+        continue
+      for index, (weight, mask, _) in enumerate(wrapper.pruning_vars):
+        grad = dense_grads.get(id(weight))
+        if grad is None:
+          continue
+        slots = slot_lookup.slot_variables(self, weight)
+        strategy.extended.update(weight, _layer_update_fn(wrapper, index, mask, slots), args=(grad, step))
+      strategy.extended.update(wrapper.pruning_step, lambda var, s: var.assign(tf.cast(s, tf.int64) + 1),
+                               args=(step,))
+
+
+class _Targets:
+  def __init__(self, wrappers):
+    self.wrappers = tuple(wrappers)
+
+
+def _in_cross_replica(fn, *args):
+  """Calls fn(strategy, *args) in cross-replica context, from replica or cross-replica context alike."""
+  if tf.distribute.in_cross_replica_context():
+    return fn(tf.distribute.get_strategy(), *args)
+  return tf.distribute.get_replica_context().merge_call(fn, args=args)
+
+
+def _layer_update_fn(wrapper, index, mask, slots):
+  """The per-device update of one kernel: state every step; masks at update steps (or SNIP's one shot)."""
+  algorithm = wrapper.algorithm
+  schedule = wrapper.pruning_schedule
+  state = wrapper.state[index]
+  initial_weight = wrapper.initial_weights[index] if wrapper.initial_weights else None
+
+  def update(weight, grad, step):
+    new_state = algorithm.update_state({name: var.read_value() for name, var in state.items()}, grad)
+    for name, var in state.items():
+      var.assign(new_state[name])
+
+    def layer_view():
+      return algorithms.LayerUpdate(weight=tf.identity(weight), mask=tf.cast(mask, weight.dtype), grad=grad,
+                                    state=new_state, seed=wrapper.layer_seed(step, index),
+                                    initial_weight=initial_weight)
+
+    def apply_mask(new_mask, new_connections, new_values, layer):
+      new_mask = tf.cast(new_mask, weight.dtype)
+      weight.assign(tf.where(new_connections, new_values, weight * new_mask))
+      for slot in slots:
+        slot.assign(tf.where(new_connections, algorithm.new_slot_values(layer, slot), slot * new_mask))
+      mask.assign(tf.cast(new_mask, mask.dtype))
+
+    def drop_and_grow():
+      layer = layer_view()
+      new_mask, new_connections = algorithm.update_mask(layer, schedule.drop_fraction_at(step))
+      apply_mask(new_mask, new_connections, algorithm.grow_values(layer), layer)
+      return tf.constant(True)
+
+    def snip_one_shot():
+      # Connection sensitivity |g ⊙ w| on this (the first) batch; per-layer counts from the distribution.
+      layer = layer_view()
+      keep = distributions.nonzeros(weight.shape.num_elements(), schedule.sparsity)
+      new_mask = mask_math.top_k_mask(algorithm.scores(layer.weight, grad), keep, layer.seed)
+      apply_mask(new_mask, tf.zeros(weight.shape, tf.bool), layer.weight, layer)
+      return tf.constant(True)
+
+    if algorithm.dynamic:
+      return tf.cond(schedule.is_update_step(step), drop_and_grow, lambda: tf.constant(False))
+    if algorithm.name == "snip":
+      # Only while the mask is still dense: masks set beforehand by apply_snip (or restored) are left alone.
+      still_dense = tf.equal(tf.reduce_sum(tf.cast(mask, tf.int64)), weight.shape.num_elements())
+      return tf.cond(tf.logical_and(tf.equal(step, 0), still_dense), snip_one_shot, lambda: tf.constant(False))
+    return tf.constant(False)
+
+  return update
+
+
+def wrap_optimizer(optimizer, model):
+  """Makes `optimizer` drive sparse training of `model` (a model returned by `prune_sparse`).
+
+  The optimizer object is kept (hyperparameters, iterations, slots) and its class becomes a subclass of its own
+  class that runs the mask updates in `apply_gradients`; it is still an instance of e.g. `SGD`, and serialises as it.
+  Returns the same optimizer, for chaining into `model.compile(optimizer=...)`.
+  """
+  slot_lookup.check_supported(optimizer)
+  wrappers = sparse_wrappers(model)
+  if not wrappers:
+    raise ValueError(f"Model {model.name!r} has no sparse layers; call tfmot_rigl.prune_sparse(model, ...) first and "
+                     "wrap the optimizer with the model it returns.")
+  cls = type(optimizer)
+  if not issubclass(cls, _SparseTrainingOptimizer):
+    sparse_cls = type(cls.__name__, (_SparseTrainingOptimizer, cls), {"__module__": cls.__module__,
+                                                                         "__qualname__": cls.__qualname__})
+    optimizer.__class__ = sparse_cls
+  optimizer._sparse_targets = _Targets(wrappers)
+  for wrapper in wrappers:
+    wrapper.pruning_step.assign(tf.cast(optimizer.iterations, tf.int64))
+  return optimizer

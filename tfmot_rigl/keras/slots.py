@@ -1,0 +1,37 @@
+"""Finding the optimizer slots (momentum, Adam m/v, RMSprop accumulators, …) that belong to one model variable.
+
+Both kinds of tf_keras optimizer occur in practice (Model Garden builds either): the "new" optimizers keep each slot
+kind in a list indexed by `_index_dict[_var_key(var)]`; legacy `OptimizerV2` ones answer `get_slot(var, name)`.
+"""
+import tf_keras as keras
+import tensorflow as tf
+
+# Lists on new-style optimizers that hold one entry per model variable but are not slots to reset.
+_NOT_SLOTS = ("_variables", "_model_variables_moving_average")
+
+
+def check_supported(optimizer):
+  """Raises ValueError unless the optimizer is a tf_keras optimizer whose slots we can look up."""
+  if isinstance(optimizer, (keras.optimizers.Optimizer, keras.optimizers.legacy.Optimizer)):
+    return
+  raise ValueError(f"Cannot reset the slots of optimizer {type(optimizer).__module__}.{type(optimizer).__name__}: "
+                   "sparse training needs a tf_keras optimizer (e.g. tf_keras.optimizers.SGD or Adam; TFMOT "
+                   "supports Keras 2 only).")
+
+
+def slot_variables(optimizer, variable):
+  """The optimizer's slot variables for `variable`, each of the variable's shape. Call after the optimizer is built."""
+  if isinstance(optimizer, keras.optimizers.legacy.Optimizer):
+    slots = [optimizer.get_slot(variable, name) for name in optimizer.get_slot_names()]
+  else:
+    index = optimizer._index_dict[optimizer._var_key(variable)]
+    count = len(optimizer._index_dict)
+    slots = [value[index] for attr, value in vars(optimizer).items()
+             if attr not in _NOT_SLOTS and isinstance(value, list) and len(value) == count
+             and value and all(isinstance(v, tf.Variable) for v in value)]
+  for slot in slots:
+    if slot.shape != variable.shape:
+      raise ValueError(f"Cannot reset the slots of optimizer {type(optimizer).__name__}: slot {slot.name} has shape "
+                       f"{slot.shape}, not that of {variable.name} {variable.shape} (factored optimizers such as "
+                       "Adafactor are not supported); use SGD, Adam or RMSprop.")
+  return slots

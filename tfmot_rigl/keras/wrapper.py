@@ -1,0 +1,85 @@
+"""`SparseWrapper`: TFMOT's `PruneLowMagnitude` wrapper, holding masks that only the sparse-training update changes.
+
+Being a subclass keeps `strip_pruning`, `PruningSummaries`, `collect_prunable_layers` and `PrunableLayer` support
+working unchanged. What differs from TFMOT's wrapper:
+  * masks start from the algorithm's initial mask (random at the layer's sparsity, or dense for SNIP), not all ones;
+  * the forward pass neither counts steps nor asserts that TFMOT's UpdatePruningStep callback ran: the step is the
+    optimizer's, kept in `pruning_step` by the wrapped optimizer, so custom loops need no callback;
+  * per-layer algorithm state (e.g. SNFS's gradient EMA) lives here, so checkpoints and SavedModels carry it.
+"""
+import inspect
+
+import tensorflow as tf
+import tf_keras as keras
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+from tfmot_rigl import algorithms
+from tfmot_rigl.core import masks as mask_math
+from tfmot_rigl.keras.schedule import SparseSchedule
+
+
+class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
+  """Wraps one layer for sparse training.
+
+  Args:
+    layer: the layer (Dense, ConvND, SeparableConv, a `PrunableLayer`, …).
+    pruning_schedule: the layer's `SparseSchedule`.
+    algorithm: a `SparseAlgorithm` (or its serialised dict).
+    seed: the run's seed; together with `layer_index` and the step it seeds every random draw of this layer.
+    layer_index: position of this layer among the sparsified layers.
+  """
+
+  def __init__(self, layer, pruning_schedule: SparseSchedule, algorithm=None, seed: int = 0, layer_index: int = 0,
+               **kwargs):
+    super().__init__(layer, pruning_schedule=pruning_schedule, **kwargs)
+    self.algorithm = algorithms.deserialize(algorithm) if algorithm is not None else algorithms.RigL()
+    self.seed = int(seed)
+    self.layer_index = int(layer_index)
+    self.state = []  # per prunable weight: {state name: variable}
+    self.initial_weights = []
+
+  def layer_seed(self, step, purpose: int = 0):
+    """int32 [2] stateless seed for (run seed + offset, this layer, purpose, step)."""
+    return mask_math.stateless_seed(self.seed + self.algorithm.seed_offset, self.layer_index, purpose, step)
+
+  def build(self, input_shape):
+    super().build(input_shape)
+    sparsity = self.pruning_schedule.sparsity
+    for index, (weight, mask, _) in enumerate(self.pruning_vars):
+      if self.algorithm.needs_initial_weight:
+        # grow_init=initial_dist draws new weights from the layer's values at initialisation (before masking).
+        initial_weight = self.add_weight(f"initial_kernel_{index}", shape=weight.shape, initializer="zeros",
+                                         dtype=weight.dtype, trainable=False)
+        initial_weight.assign(weight)
+        self.initial_weights.append(initial_weight)
+      initial = tf.cast(self.algorithm.initial_mask(weight.shape, sparsity, self.layer_seed(-1, index)), mask.dtype)
+      mask.assign(initial)
+      weight.assign(weight * tf.cast(initial, weight.dtype))
+      self.state.append({
+          name: self.add_weight(f"{name}_{index}", shape=weight.shape, initializer="zeros", dtype=weight.dtype,
+                                trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+          for name in self.algorithm.state_names()})
+
+  def call(self, inputs, training=None, **kwargs):
+    # The network computes with W ⊙ M. (TFMOT's step counting and magnitude re-thresholding are left out on purpose;
+    # see the module docstring.)
+    self.add_update(self.pruning_obj.weight_mask_op())
+    if "training" in inspect.getfullargspec(self.layer.call).args:
+      return self.layer.call(inputs, training=training, **kwargs)
+    return self.layer.call(inputs, **kwargs)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(algorithm=algorithms.serialize(self.algorithm), seed=self.seed, layer_index=self.layer_index)
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    schedule_config = config.pop("pruning_schedule")
+    config["pruning_schedule"] = SparseSchedule.from_config(schedule_config["config"])
+    config["layer"] = keras.layers.deserialize(config.pop("layer"))
+    return cls(**config)
+
+
+keras.utils.get_custom_objects()[SparseWrapper.__name__] = SparseWrapper
