@@ -1,337 +1,304 @@
-"""Reads a tf_keras model into the accounting's layer descriptors and reports its FLOPs and size.
+"""Turns a tf_keras model (plain, TFMOT-wrapped or tfmot_rigl-wrapped) into the core accounting's `LayerOp`s.
 
-The model is traced once (a tf.function over a batch-of-one input signature: shapes only, nothing is computed)
-while each counted leaf layer's `call` records its input and output tensors. That sees every call of every layer —
-inside nested models, inside TFMOT wrappers and inside custom block layers such as Model Garden's ResNet blocks —
-with its real output shape, and tells which layer produced a batch norm's input, for folding. Kernel densities come
-from the masks of TFMOT pruning wrappers (`PruneLowMagnitude`, and its subclass `SparseWrapper`), or from a
-{layer name: sparsity} override, so a report can be made from a config before any training.
+The model is run once, eagerly, on one all-zeros example while every counted layer records what it was called with.
+Tracing the real call, rather than reading a functional graph, gives the true shape at every layer, including layers
+inside subclassed blocks (Model Garden's ResNet blocks, for instance), and shows which batch norms read a conv's
+output directly and can therefore be folded into it. Only Keras layers are seen: raw TensorFlow ops in a custom
+layer's `call` are not counted (their cost is small next to the convolutions and dense layers).
 """
-import contextlib
 import dataclasses
-from typing import Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence, Tuple
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from absl import logging
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from tfmot_rigl.core import accounting
-from tfmot_rigl.core import distributions
 
-# Layers that only move or drop data: they cost no FLOPs.
-_FREE_LAYERS = (keras.layers.InputLayer, keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute,
-                keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
-                keras.layers.SpatialDropout3D, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
-                keras.layers.AlphaDropout, keras.layers.ActivityRegularization, keras.layers.Concatenate,
-                keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D,
-                keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D, keras.layers.RepeatVector,
-                keras.layers.UpSampling1D, keras.layers.UpSampling2D, keras.layers.UpSampling3D,
-                keras.layers.Identity, keras.layers.Masking)
-_TRANSPOSED_CONVS = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
-_SEPARABLE_CONVS = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
-_DEPTHWISE_CONVS = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-_CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-_BATCH_NORMS = (keras.layers.BatchNormalization, keras.layers.experimental.SyncBatchNormalization)
-_GLOBAL_AVG_POOLS = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
-                     keras.layers.GlobalAveragePooling3D)
-_GLOBAL_MAX_POOLS = (keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D)
-_AVG_POOLS = (keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)
-_MAX_POOLS = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
-# Max/min of inputs cost one comparison per element and extra input, counted like an addition.
-_ADDS = (keras.layers.Add, keras.layers.Subtract, keras.layers.Maximum, keras.layers.Minimum)
-_ACTIVATION_LAYERS = (keras.layers.Activation, keras.layers.ReLU, keras.layers.Softmax)
-
-
-def _is_counted(layer) -> bool:
-  return isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-                            *_SEPARABLE_CONVS, *_DEPTHWISE_CONVS, *_BATCH_NORMS, keras.layers.Normalization,
-                            *_GLOBAL_AVG_POOLS, *_GLOBAL_MAX_POOLS, *_AVG_POOLS, *_MAX_POOLS, *_ADDS,
-                            keras.layers.Multiply, keras.layers.Average, *_ACTIVATION_LAYERS))
-
-
-def _leaf_layers(model):
-  """Layers without sublayers, nested models and wrappers included, in tracking order."""
-  for layer in model._flatten_layers(include_self=False, recursive=True):  # pylint: disable=protected-access
-    if not any(True for _ in layer._flatten_layers(include_self=False, recursive=False)):  # pylint: disable=protected-access
-      yield layer
-
-
-def _activation_name(function) -> Optional[str]:
-  if function is None:
-    return None
-  try:
-    name = keras.activations.serialize(function)
-  except (ValueError, TypeError):
-    name = getattr(function, "__name__", repr(function))
-  return name if isinstance(name, str) else getattr(function, "__name__", repr(function))
-
-
-def _relu_layer_activation(layer) -> str:
-  slope = float(np.asarray(layer.negative_slope))
-  threshold = float(np.asarray(layer.threshold))
-  if slope != 0.0 or threshold != 0.0:
-    return "leaky_relu"  # not a MicroNet activation: the descriptor rejects it with the layer's name
-  return "relu" if layer.max_value is None else "relu6"
-
-
-def _channels_last(shape, layer, axis=None):
-  """Shape without the batch dim, channel axis moved last (channels_first layers, BN over another axis)."""
-  shape = [int(d) for d in shape[1:]]
-  if axis is None and getattr(layer, "data_format", "channels_last") == "channels_first":
-    axis = 1
-  if axis is not None:
-    axis = axis % (len(shape) + 1)
-    if axis != len(shape):
-      shape.append(shape.pop(axis - 1))
-  return tuple(shape)
-
-
-def _shape(tensor):
-  shape = tensor.shape
-  if shape.rank is None or any(d is None for d in shape[1:]):
-    raise ValueError(f"Output shape {shape} is not fully known; give describe_model an input_shape with every "
-                     "dimension fixed, e.g. (224, 224, 3).")
-  return shape
+_L = keras.layers
+_TRANSPOSED_CONVS = (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)
+_SEPARABLE_CONVS = (_L.SeparableConv1D, _L.SeparableConv2D)
+_DEPTHWISE_CONVS = (_L.DepthwiseConv1D, _L.DepthwiseConv2D)
+_CONVS = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
+_WEIGHTED = _SEPARABLE_CONVS + _DEPTHWISE_CONVS + _CONVS + (_L.Dense,)
+_BATCH_NORMS = (_L.BatchNormalization, _L.experimental.SyncBatchNormalization)
+_GLOBAL_AVG = (_L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D)
+_GLOBAL_MAX = (_L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D)
+_AVG_POOL = (_L.AveragePooling1D, _L.AveragePooling2D, _L.AveragePooling3D)
+_MAX_POOL = (_L.MaxPooling1D, _L.MaxPooling2D, _L.MaxPooling3D)
+_ACTIVATIONS = (_L.Activation, _L.ReLU, _L.Softmax, _L.LeakyReLU, _L.ELU, _L.PReLU, _L.ThresholdedReLU)
+_MERGES = (_L.Add, _L.Subtract, _L.Multiply)
+# Layers that compute nothing at inference: reshapes, copies, and regularisers that are the identity then.
+_FREE = (_L.InputLayer, _L.Flatten, _L.Reshape, _L.Permute, _L.RepeatVector, _L.Concatenate, _L.Dropout,
+         _L.SpatialDropout1D, _L.SpatialDropout2D, _L.SpatialDropout3D, _L.GaussianDropout, _L.GaussianNoise,
+         _L.AlphaDropout, _L.ActivityRegularization, _L.ZeroPadding1D, _L.ZeroPadding2D, _L.ZeroPadding3D,
+         _L.Cropping1D, _L.Cropping2D, _L.Cropping3D, _L.Identity)
+_KNOWN = (_TRANSPOSED_CONVS + _WEIGHTED + _BATCH_NORMS + _GLOBAL_AVG + _GLOBAL_MAX + _AVG_POOL + _MAX_POOL
+          + _ACTIVATIONS + _MERGES + _FREE)
 
 
 @dataclasses.dataclass
 class _Call:
   layer: keras.layers.Layer
-  inputs: object
-  outputs: object
+  inputs: list   # flattened tensors, kept alive so that their ids stay unique during the trace
+  outputs: list
 
 
-@contextlib.contextmanager
-def _recording_calls(layers, calls):
-  """Makes each layer's `call` append a _Call to `calls` (instance attribute, removed again on exit)."""
-  patched = []
-  try:
-    for layer in layers:
-      original = layer.call
-
-      def recorded(*args, _layer=layer, _original=original, **kwargs):
-        outputs = _original(*args, **kwargs)
-        calls.append(_Call(_layer, args[0] if args else kwargs.get("inputs"), outputs))
-        return outputs
-
-      # Set on the instance, bypassing Keras's attribute tracking; TFMOT wrappers call `self.layer.call`
-      # directly, so wrapped layers are seen too.
-      object.__setattr__(layer, "call", tf.autograph.experimental.do_not_convert(recorded))
-      patched.append(layer)
-    yield
-  finally:
-    for layer in patched:
-      object.__delattr__(layer, "call")
+def _is_wrapper(layer) -> bool:
+  return isinstance(layer, pruning_wrapper.PruneLowMagnitude)
 
 
-def _input_signature(model, input_shape):
-  if input_shape is not None:
-    shapes = [input_shape] if not input_shape or not isinstance(input_shape[0], (list, tuple)) else input_shape
-    dtypes = [tensor.dtype for tensor in model.inputs] if getattr(model, "inputs", None) else [tf.float32] * len(
-        shapes)
-    specs = [tf.TensorSpec([1, *shape], dtype) for shape, dtype in zip(shapes, dtypes)]
-    return specs[0] if len(specs) == 1 else specs
-  if not getattr(model, "inputs", None):
-    raise ValueError(f"Model {model.name!r} has no known input shape; pass input_shape (one example, without the "
-                     "batch dimension), e.g. input_shape=(32, 32, 3).")
-
-  def spec(tensor):
-    if any(d is None for d in tensor.shape[1:]):
-      raise ValueError(f"Model {model.name!r} input {tensor.name!r} has shape {tensor.shape} with unknown "
-                       "dimensions; pass input_shape with every dimension fixed, e.g. input_shape=(224, 224, 3).")
-    return tf.TensorSpec([1, *tensor.shape[1:]], tensor.dtype)
-
-  return tf.nest.map_structure(spec, model.input)
+def _sublayers(layer) -> list:
+  return list(layer._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
 
 
-def _trace(model, input_shape) -> list:
-  if not model.built:
-    if input_shape is None:
-      raise ValueError(f"Model {model.name!r} is not built; pass input_shape (one example, without the batch "
-                       "dimension), e.g. input_shape=(28, 28, 1).")
-    model.build((None, *input_shape))
-  leaves = list(_leaf_layers(model))
-  unsupported = sorted({f"{layer.name} ({type(layer).__name__})" for layer in leaves
-                        if (layer.weights and not _is_counted(layer)) or isinstance(layer, _TRANSPOSED_CONVS)})
-  if unsupported:
-    raise ValueError(f"The accounting cannot count layer(s) {', '.join(unsupported)}: supported layers with weights "
-                     "are Dense, Conv1D/2D/3D, DepthwiseConv1D/2D, SeparableConv1D/2D and BatchNormalization.")
-  uncounted = sorted({type(layer).__name__ for layer in leaves
-                      if not _is_counted(layer) and not isinstance(layer, _FREE_LAYERS)})
-  if uncounted:
-    logging.warning("Accounting: layers of type %s are counted as free (no FLOPs).", ", ".join(uncounted))
+def _leaf_layers(layer) -> list:
+  """Layers whose calls are recorded: pruning wrappers (their inner layer is counted through them), known layers
+  and layers without sublayers. Containers (models, custom blocks) are walked into."""
+  leaves = {}
+  for sub in _sublayers(layer):
+    if _is_wrapper(sub) or isinstance(sub, _KNOWN) or not _sublayers(sub):
+      leaves.setdefault(id(sub), sub)
+    else:
+      for leaf in _leaf_layers(sub):
+        leaves.setdefault(id(leaf), leaf)
+  return list(leaves.values())
+
+
+def _example_inputs(model, input_shape):
+  """One all-zeros example (a batch of one) for each model input."""
+  if input_shape is None:
+    if not getattr(model, "inputs", None):
+      raise ValueError(f"Model {model.name!r} has no known input shape; pass input_shape (one example's shape, "
+                       "without the batch dimension, e.g. (32, 32, 3)).")
+    specs = [(tuple(t.shape[1:]), t.dtype) for t in model.inputs]
+  else:
+    shapes = input_shape if input_shape and isinstance(input_shape[0], (tuple, list)) else [input_shape]
+    specs = [(tuple(shape), tf.float32) for shape in shapes]
+  for shape, _ in specs:
+    if any(d is None for d in shape):
+      raise ValueError(f"Input shape {shape} of model {model.name!r} has unknown dimensions; pass input_shape with "
+                       "every dimension of one example, e.g. (224, 224, 3).")
+  tensors = [tf.zeros((1,) + shape, dtype=dtype) for shape, dtype in specs]
+  return tensors if len(tensors) > 1 else tensors[0]
+
+
+def _trace(model, input_shape) -> List[_Call]:
+  """Calls the model once and returns, in execution order, every call of every leaf layer."""
   calls = []
-  signature = _input_signature(model, input_shape)
-  with _recording_calls([layer for layer in leaves if _is_counted(layer)], calls):
-    tf.function(lambda inputs: model(inputs, training=False)).get_concrete_function(signature)
+  patched = []
+
+  def recording(layer, original):
+    def call(*args, **kwargs):
+      outputs = original(*args, **kwargs)
+      inputs = args[0] if args else kwargs.get("inputs")
+      calls.append(_Call(layer, tf.nest.flatten(inputs), tf.nest.flatten(outputs)))
+      return outputs
+    return call
+
+  try:
+    for layer in _leaf_layers(model):
+      previous = layer.__dict__.get("call")
+      # A plain instance attribute, set past Keras's __setattr__ so that the recorder is never tracked by the layer.
+      object.__setattr__(layer, "call", recording(layer, layer.call))
+      patched.append((layer, previous))
+    model(_example_inputs(model, input_shape), training=False)
+  finally:
+    for layer, previous in patched:
+      if previous is None:
+        object.__delattr__(layer, "call")
+      else:
+        object.__setattr__(layer, "call", previous)
   return calls
 
 
-def _mask_nnz(model) -> dict:
-  """{weight ref: nonzero count of its mask} over every TFMOT pruning wrapper in `model`."""
-  nnz = {}
-  for layer in model._flatten_layers(include_self=False, recursive=True):  # pylint: disable=protected-access
-    if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
-      for weight, mask, _ in layer.pruning_vars:
-        nnz[weight.ref()] = int(np.count_nonzero(mask.numpy()))
-  return nnz
+def _activation_name(fn) -> Optional[str]:
+  if fn is None:
+    return None
+  fn = getattr(fn, "func", fn)  # functools.partial
+  name = getattr(fn, "__name__", type(fn).__name__)
+  return None if name in ("linear", "identity") else name
 
 
-def _wrapper_names(model) -> dict:
-  """{wrapper name: wrapped layer name}, so overrides may name either."""
-  return {layer.name: layer.layer.name
-          for layer in model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
-          if isinstance(layer, pruning_wrapper.PruneLowMagnitude)}
+def _activation_layer_name(layer) -> Optional[str]:
+  if isinstance(layer, _L.ReLU):
+    if float(layer.negative_slope) != 0.0:
+      return "leaky_relu"
+    return "relu6" if layer.max_value is not None and float(layer.max_value) == 6.0 else "relu"
+  if isinstance(layer, _L.Softmax):
+    return "softmax"
+  if isinstance(layer, _L.Activation):
+    return _activation_name(layer.activation)
+  return type(layer).__name__.lower()  # LeakyReLU, ELU, PReLU, …: no MicroNet cost, so LayerOp reports an error
 
 
-def _sparsified_kernel(layer):
-  """The kernel a per-layer sparsity applies to: what TFMOT's registry (and prune_sparse) would mask."""
+def _shape(tensor) -> Tuple[int, ...]:
+  return tuple(int(d) for d in tensor.shape[1:])
+
+
+def _with_channels(shape, channels, data_format) -> Tuple[int, ...]:
+  """`shape` with its channel count replaced (the depthwise half of a separable conv has c_in · multiplier)."""
+  if data_format == "channels_first":
+    return (channels,) + shape[1:]
+  return shape[:-1] + (channels,)
+
+
+def _channels_moved_last(shape, axis) -> Tuple[int, ...]:
+  """A batch norm's output shape with its channel axis (`axis` counts the batch dim) moved last, where the core
+  reads its per-channel parameter count."""
+  axis = axis[0] if isinstance(axis, (list, tuple)) else axis
+  dims = list(shape)
+  channels = dims.pop(axis % (len(shape) + 1) - 1)
+  return tuple(dims) + (channels,)
+
+
+def _nonzeros(kernel, mask) -> Optional[int]:
+  """Kept entries of a kernel: from its mask when wrapped, else its exact zeros (so a stripped sparse model counts as
+  sparse); None when dense. Under a wrapper only the mask is the truth: RigL grows connections with zero weights."""
+  values = keras.backend.get_value(mask if mask is not None else kernel)
+  count = int(np.count_nonzero(values))
+  return None if count == values.size else count
+
+
+def _weighted_ops(layer, masks, output_shape, reuses_weights) -> List[accounting.LayerOp]:
+  """The op(s) of one conv / depthwise / separable / dense layer; `masks` maps id(kernel variable) -> mask."""
+
+  def nonzeros(kernel):
+    return None if reuses_weights else _nonzeros(kernel, masks.get(id(kernel)))
+
+  activation = _activation_name(getattr(layer, "activation", None))
   if isinstance(layer, _SEPARABLE_CONVS):
-    return layer.pointwise_kernel
-  if isinstance(layer, _DEPTHWISE_CONVS):
-    return layer.depthwise_kernel
-  return layer.kernel
-
-
-def _kernel_descriptors(call, name, nnz_of, output_shape):
-  """Descriptors of a Dense / Conv / DepthwiseConv / SeparableConv call (a separable conv gives two)."""
-  layer = call.layer
-  common = dict(use_bias=bool(layer.use_bias), activation=_activation_name(layer.activation))
-  if isinstance(layer, _SEPARABLE_CONVS):
-    depthwise_channels = int(layer.depthwise_kernel.shape[-2] * layer.depthwise_kernel.shape[-1])
-    depthwise = accounting.LayerDescriptor(
-        name=f"{name}/depthwise", kind="depthwise", output_shape=(*output_shape[:-1], depthwise_channels),
-        kernel_shape=tuple(layer.depthwise_kernel.shape), nnz=nnz_of(layer.depthwise_kernel))
-    pointwise = accounting.LayerDescriptor(
-        name=f"{name}/pointwise", kind="conv", output_shape=output_shape,
-        kernel_shape=tuple(layer.pointwise_kernel.shape), nnz=nnz_of(layer.pointwise_kernel), **common)
-    return [depthwise, pointwise]
+    depthwise, pointwise = layer.depthwise_kernel, layer.pointwise_kernel
+    depth_channels = int(depthwise.shape[-2] * depthwise.shape[-1])
+    return [
+        accounting.LayerOp(f"{layer.name}/depthwise", "depthwise",
+                           _with_channels(output_shape, depth_channels, layer.data_format), tuple(depthwise.shape),
+                           nonzeros(depthwise), reuses_weights=reuses_weights),
+        accounting.LayerOp(f"{layer.name}/pointwise", "conv", output_shape, tuple(pointwise.shape),
+                           nonzeros(pointwise), has_bias=layer.use_bias, activation=activation,
+                           reuses_weights=reuses_weights),
+    ]
   if isinstance(layer, _DEPTHWISE_CONVS):
     kind, kernel = "depthwise", layer.depthwise_kernel
+  elif isinstance(layer, _CONVS):
+    kind, kernel = "conv", layer.kernel
   else:
-    kind, kernel = ("dense" if isinstance(layer, keras.layers.Dense) else "conv"), layer.kernel
-  return [accounting.LayerDescriptor(name=name, kind=kind, output_shape=output_shape,
-                                     kernel_shape=tuple(kernel.shape), nnz=nnz_of(kernel), **common)]
+    kind, kernel = "dense", layer.kernel
+  return [accounting.LayerOp(layer.name, kind, output_shape, tuple(kernel.shape), nonzeros(kernel),
+                             has_bias=layer.use_bias, activation=activation, reuses_weights=reuses_weights)]
+
+
+def _describe(model, input_shape=None, sparsities: Optional[Mapping[str, float]] = None):
+  """(ops, descriptions of uncounted layers) of one forward pass of one example."""
+  ops: List[accounting.LayerOp] = []
+  uncounted = []
+  producer = {}  # id(output tensor) -> index in ops of the weighted op that produced it (no activation between)
+  by_name = {}   # layer (and wrapper) name -> indices of that layer's ops, from its first call
+  counted_weights = set()
+
+  for call in _trace(model, input_shape):
+    layer, masks, names = call.layer, {}, [call.layer.name]
+    if _is_wrapper(layer):
+      masks = {id(weight): mask for weight, mask, _ in layer.pruning_vars}
+      layer = layer.layer
+      names.append(layer.name)
+    if not call.outputs:
+      continue
+    output = call.outputs[0]
+    output_shape = _shape(output)
+
+    if isinstance(layer, _TRANSPOSED_CONVS):
+      uncounted.append(f"{layer.name} ({type(layer).__name__})")
+    elif isinstance(layer, _WEIGHTED):
+      reuses = id(layer) in counted_weights
+      counted_weights.add(id(layer))
+      new_ops = _weighted_ops(layer, masks, output_shape, reuses)
+      first = len(ops)
+      ops.extend(new_ops)
+      if not reuses:
+        for name in names:
+          by_name.setdefault(name, list(range(first, len(ops))))
+      if new_ops[-1].activation is None:
+        producer[id(output)] = len(ops) - 1
+    elif isinstance(layer, _BATCH_NORMS):
+      source = producer.pop(id(call.inputs[0]), None) if call.inputs else None
+      if source is not None and not ops[source].folded_bn:
+        ops[source] = dataclasses.replace(ops[source], folded_bn=True)
+      else:
+        ops.append(accounting.LayerOp(layer.name, "batch_norm", _channels_moved_last(output_shape, layer.axis)))
+    elif isinstance(layer, _ACTIVATIONS):
+      ops.append(accounting.LayerOp(layer.name, "activation", output_shape,
+                                    activation=_activation_layer_name(layer)))
+    elif isinstance(layer, _MERGES):
+      kind = "multiply" if isinstance(layer, _L.Multiply) else "add"
+      ops.append(accounting.LayerOp(layer.name, kind, output_shape, num_inputs=len(call.inputs)))
+    elif isinstance(layer, _GLOBAL_AVG + _GLOBAL_MAX):
+      kind = "global_avg_pool" if isinstance(layer, _GLOBAL_AVG) else "global_max_pool"
+      ops.append(accounting.LayerOp(layer.name, kind, output_shape, input_shape=_shape(call.inputs[0])))
+    elif isinstance(layer, _AVG_POOL + _MAX_POOL):
+      kind = "avg_pool" if isinstance(layer, _AVG_POOL) else "max_pool"
+      ops.append(accounting.LayerOp(layer.name, kind, output_shape, input_shape=_shape(call.inputs[0]),
+                                    pool_size=int(np.prod(layer.pool_size))))
+    elif not isinstance(layer, _FREE):
+      uncounted.append(f"{layer.name} ({type(layer).__name__})")
+
+  if sparsities:
+    unknown = sorted(set(sparsities) - set(by_name))
+    if unknown:
+      raise ValueError(f"Sparsities given for unknown layer(s) {unknown}; the counted conv/dense layers are "
+                       f"{sorted(by_name)}.")
+    for name, sparsity in sparsities.items():
+      # A layer's last op holds its sparsifiable kernel (TFMOT prunes a separable conv's pointwise kernel).
+      index = by_name[name][-1]
+      op = ops[index]
+      kept = accounting.sparse_kernel_nonzeros(op.kernel_size, sparsity)
+      ops[index] = dataclasses.replace(op, nonzeros=None if kept == op.kernel_size else kept)
+  return ops, uncounted
 
 
 def describe_model(model, input_shape: Optional[Sequence[int]] = None,
-                   sparsities: Optional[Mapping[str, float]] = None) -> list:
-  """The model as a list of `accounting.LayerDescriptor`, one per counted layer call, in execution order.
+                   sparsities: Optional[Mapping[str, float]] = None) -> List[accounting.LayerOp]:
+  """The counted operations of one forward pass of one example through `model`, in execution order.
 
   Args:
-    model: a built tf_keras model (plain, or with TFMOT / tfmot_rigl pruning wrappers; nested models and custom
-      block layers are looked into).
-    input_shape: one example's input shape (no batch dimension); needed when the model's own input shape is not
-      fully known. A list of shapes for a model with several inputs.
-    sparsities: {layer name: sparsity} overriding the masks, e.g. `tfmot_rigl.model_sparsities(...)` for a report
-      before training. A layer keeps exactly floor(sparsity · N) zeros, like the initial masks. The name may be the
-      wrapped layer's or its wrapper's; for a SeparableConv it sets the pointwise kernel (the part TFMOT prunes).
+    model: a tf_keras model, plain or with TFMOT `PruneLowMagnitude` wrappers (tfmot_rigl's SparseWrapper is one);
+      nested models and custom blocks are walked into.
+    input_shape: one example's shape (no batch dimension), or a list of them for several inputs; default: the
+      model's own input shape.
+    sparsities: {layer name: sparsity} overriding the density of those layers' kernels (N − floor(s·N) nonzeros,
+      as the project's masks keep), e.g. the per-layer sparsities of a distribution, so that a report can be made
+      from a config before any training. A wrapped layer may be named by its wrapper's name or its own.
 
-  Returns:
-    Descriptors with the kernels' nnz from the masks (None for kernels without a mask). Batch norms that follow a
-    conv/dense directly are folded into it. A shared layer gives one descriptor per call; only the first counts
-    its weights.
+  Kernel densities otherwise come from each wrapper's mask, or, for unwrapped layers, from the kernel's exact zeros.
   """
-  calls = _trace(model, input_shape)
-  mask_nnz = _mask_nnz(model)
-  overrides = {}
-  if sparsities:
-    wrapper_names = _wrapper_names(model)
-    kernel_layers = {call.layer.name for call in calls
-                     if isinstance(call.layer, (keras.layers.Dense, *_CONVS, *_SEPARABLE_CONVS, *_DEPTHWISE_CONVS))}
-    for name, value in sparsities.items():
-      target = wrapper_names.get(name, name)
-      if target not in kernel_layers:
-        raise ValueError(f"sparsities names {name!r}, which is not a Dense/Conv layer of model {model.name!r}; "
-                         f"its kernel layers are {sorted(kernel_layers)}.")
-      overrides[target] = distributions.check_sparsity(value, f"sparsity of layer {name!r}")
-
-  descriptors = []
-  # id(output tensor) -> index of the kernel descriptor that produced it. `calls` keeps every traced tensor alive,
-  # so the ids stay unique.
-  produced_by = {}
-  seen = set()
-  for call in calls:
-    layer = call.layer
-    first_call = id(layer) not in seen
-    seen.add(id(layer))
-    name = layer.name if first_call else f"{layer.name} (repeated call)"
-
-    def nnz_of(kernel, _layer=layer):
-      if _layer.name in overrides and kernel is _sparsified_kernel(_layer):
-        size = int(np.prod(kernel.shape))
-        # Same rounding as the initial masks (core.masks.random_mask): exactly floor(s · N) zeros.
-        return size - int(overrides[_layer.name] * size // 1)
-      return mask_nnz.get(kernel.ref())
-
-    if isinstance(layer, (keras.layers.Dense, *_CONVS, *_SEPARABLE_CONVS, *_DEPTHWISE_CONVS)):
-      output_shape = _channels_last(_shape(call.outputs), layer)
-      new = _kernel_descriptors(call, name, nnz_of, output_shape)
-      if new[-1].activation in (None, "linear"):
-        produced_by[id(call.outputs)] = len(descriptors) + len(new) - 1
-      descriptors.extend(dataclasses.replace(d, counts_weights=first_call) for d in new)
-      continue
-    if isinstance(layer, _BATCH_NORMS):
-      source = produced_by.pop(id(call.inputs), None)
-      if source is not None and not descriptors[source].folded_batch_norm:
-        # Folded into the conv/dense that produced its input: it costs that layer a bias.
-        descriptors[source] = dataclasses.replace(descriptors[source], folded_batch_norm=True)
-        continue
-      axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
-      descriptors.append(accounting.LayerDescriptor(
-          name=name, kind="batch_norm", output_shape=_channels_last(_shape(call.outputs), layer, axis),
-          counts_weights=first_call))
-      continue
-    output_shape = _channels_last(_shape(call.outputs), layer)
-    common = dict(name=name, output_shape=output_shape, counts_weights=first_call)
-    if isinstance(layer, keras.layers.Normalization):
-      descriptors.append(accounting.LayerDescriptor(kind="batch_norm", **common))
-    elif isinstance(layer, keras.layers.ReLU):
-      descriptors.append(accounting.LayerDescriptor(kind="activation", activation=_relu_layer_activation(layer),
-                                                    **common))
-    elif isinstance(layer, keras.layers.Softmax):
-      descriptors.append(accounting.LayerDescriptor(kind="activation", activation="softmax", **common))
-    elif isinstance(layer, keras.layers.Activation):
-      descriptors.append(accounting.LayerDescriptor(kind="activation",
-                                                    activation=_activation_name(layer.activation), **common))
-    elif isinstance(layer, (*_GLOBAL_AVG_POOLS, *_GLOBAL_MAX_POOLS)):
-      kind = "global_avg_pool" if isinstance(layer, _GLOBAL_AVG_POOLS) else "global_max_pool"
-      input_shape_last = _channels_last(_shape(call.inputs), layer)
-      descriptors.append(accounting.LayerDescriptor(
-          kind=kind, input_shape=input_shape_last, name=name, output_shape=(input_shape_last[-1],),
-          counts_weights=first_call))
-    elif isinstance(layer, (*_AVG_POOLS, *_MAX_POOLS)):
-      kind = "avg_pool" if isinstance(layer, _AVG_POOLS) else "max_pool"
-      descriptors.append(accounting.LayerDescriptor(kind=kind, pool_size=tuple(layer.pool_size), **common))
-    else:  # merge layers
-      kind = "multiply" if isinstance(layer, keras.layers.Multiply) else (
-          "average" if isinstance(layer, keras.layers.Average) else "add")
-      descriptors.append(accounting.LayerDescriptor(kind=kind, num_inputs=len(call.inputs), **common))
-  return descriptors
+  ops, uncounted = _describe(model, input_shape, sparsities)
+  if uncounted:
+    logging.warning("FLOP accounting has no counting rule for %s; they are left out.", ", ".join(uncounted))
+  return ops
 
 
-def report(model, method: Optional[str] = None, steps: Optional[int] = None, batch_size: Optional[int] = None,
+def report(model, method=None, steps: Optional[int] = None, batch_size: Optional[int] = None, *,
            input_shape: Optional[Sequence[int]] = None, sparsities: Optional[Mapping[str, float]] = None,
-           **training_options) -> dict:
-  """`accounting.build_report` of `describe_model(model, input_shape, sparsities)`.
+           multiplier: float = 1.0, update_frequency: Optional[int] = None, begin_step=None, end_step=None,
+           power: Optional[int] = None) -> dict:
+  """The full accounting report of a model (see `tfmot_rigl.core.accounting.build_report`).
 
-  Args:
-    model, input_shape, sparsities: as for `describe_model`.
-    method: a method name (dense, static, set, snip, snfs, rigl, magnitude) or a tfmot_rigl algorithm object, whose
-      `update_frequency`, `begin_step`, `end_step` and `power` are used unless given in `training_options`.
-    steps: training steps actually run (5× training: 5× the steps).
-    batch_size: global batch size.
-    **training_options: update_frequency, begin_step, end_step, power, final_sparsity, param_bits.
+  `method` is a method name (dense|static|set|rigl|snfs|snip|magnitude) or a tfmot_rigl algorithm, whose
+  update_frequency / begin_step / end_step / power are used unless given here. For magnitude pruning, f_S is the
+  model as described: pass `sparsities` (the final per-layer targets) while its masks are not pruned yet.
   """
+  knobs = {"update_frequency": update_frequency, "begin_step": begin_step, "end_step": end_step, "power": power}
   if method is not None and not isinstance(method, str):
-    algorithm = method
-    method = algorithm.name
-    for option in ("update_frequency", "begin_step", "end_step", "power"):
-      if hasattr(algorithm, option):
-        training_options.setdefault(option, getattr(algorithm, option))
-  if method is not None and method not in accounting.METHODS:
-    raise ValueError(f"Unknown method {method!r}; use one of {', '.join(accounting.METHODS)}.")
-  layers = describe_model(model, input_shape=input_shape, sparsities=sparsities)
-  return accounting.build_report(layers, method=method, steps=steps, batch_size=batch_size, **training_options)
+    algorithm, method = method, method.name
+    for knob, value in knobs.items():
+      if value is None and hasattr(algorithm, knob):
+        knobs[knob] = getattr(algorithm, knob)
+  knobs = {knob: value for knob, value in knobs.items() if value is not None}
+  ops, uncounted = _describe(model, input_shape, sparsities)
+  if method == "magnitude" and not any(op.is_sparse for op in ops):
+    logging.warning("Magnitude pruning report of a model with no pruned kernel: its final FLOPs equal the dense "
+                    "ones. Pass sparsities= with the per-layer targets.")
+  return accounting.build_report(ops, method=method, steps=steps, batch_size=batch_size, multiplier=multiplier,
+                                 uncounted=uncounted, **knobs)
