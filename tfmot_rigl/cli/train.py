@@ -1,0 +1,136 @@
+"""`tfm train` (Model Garden's training driver for the sparse experiments) and `tfm experiments`.
+
+`tfm train` takes Model Garden's own flags (official.common.flags: --experiment, --mode, --model_dir, --config_file,
+--params_override, --gin_file, ...) and does what Model Garden's `official/vision/train.py` does: parse and validate
+the experiment config, save it as params.yaml in model_dir, and run Orbit's train/eval loop with checkpoints and
+summaries in model_dir (a second run resumes from the latest checkpoint). Bad input — an unknown experiment, a
+misspelt override key, an invalid sparsity setting — stops it before anything is written, with one line and exit
+code 2.
+"""
+import os
+import re
+import sys
+from typing import List, Optional, Sequence
+
+from tfmot_rigl.cli import UsageError
+
+DEFAULT_MODE = 'train_and_eval'
+_MISSING_KEY = re.compile(r"The key '([^']+)' does not exist in <class '(?:[\w.]+\.)?(\w+)'>")
+
+
+def _define_flags():
+  from absl import flags
+  from official.common import flags as tfm_flags
+  if 'experiment' not in flags.FLAGS:
+    tfm_flags.define_flags()
+  return flags.FLAGS
+
+
+def _parse_flags(argv: Sequence[str]):
+  from absl import flags
+  flags_obj = _define_flags()
+  try:
+    flags_obj(['tfm train', *argv])
+  except flags.Error as error:
+    raise UsageError(str(error)) from None
+  if not flags_obj.experiment:
+    raise UsageError('--experiment is required; `tfm experiments` lists the registered sparse experiments.')
+  if not flags_obj.model_dir:
+    raise UsageError('--model_dir is required: the directory for checkpoints, summaries and params.yaml.')
+  if flags_obj.mode is None:
+    flags_obj.mode = DEFAULT_MODE
+  for path in flags_obj.config_file or []:
+    if not os.path.isfile(path):
+      raise UsageError(f'--config_file {path!r} does not exist; pass a YAML file such as official_configs/*.yaml.')
+  return flags_obj
+
+
+def _config_error(error: Exception) -> str:
+  """One readable line for an error raised while building the experiment config."""
+  message = error.args[0] if error.args else str(error)
+  missing = _MISSING_KEY.search(str(message))
+  if missing:
+    return (f'unknown config key {missing.group(1)!r} in {missing.group(2)} (misspelt in --config_file or '
+            '--params_override?).')
+  return str(message).splitlines()[0] if str(message) else type(error).__name__
+
+
+def parse_experiment(flags_obj):
+  """The validated, locked ExperimentConfig for the flags (Model Garden's `parse_configuration`)."""
+  from official.core import train_utils
+  from tfmot_rigl.modelgarden import configs
+  try:
+    return train_utils.parse_configuration(flags_obj)
+  except LookupError as error:
+    if isinstance(error, KeyError) and _MISSING_KEY.search(str(error.args[0] if error.args else '')):
+      raise UsageError(_config_error(error)) from None
+    raise UsageError(f'unknown experiment {flags_obj.experiment!r}; registered sparse experiments: '
+                     f"{', '.join(sorted(configs.EXPERIMENTS))}.") from None
+  except (ValueError, TypeError, AttributeError) as error:
+    raise UsageError(_config_error(error)) from None
+
+
+def run(flags_obj) -> None:
+  """Trains and/or evaluates as Model Garden's vision train.py does, raising UsageError on a bad config."""
+  import gin
+  from official.common import distribute_utils
+  from official.core import task_factory
+  from official.core import train_lib
+  from official.core import train_utils
+  from official.modeling import performance
+  # Registers the experiments, the task and the backbones; before gin locks its config, as Model Garden's
+  # train.py imports its registry first.
+  from tfmot_rigl.modelgarden import task  # noqa: F401
+
+  gin.parse_config_files_and_bindings(flags_obj.gin_file, flags_obj.gin_params)
+  params = parse_experiment(flags_obj)
+  model_dir = flags_obj.model_dir
+  mode = flags_obj.mode
+  if params.runtime.mixed_precision_dtype:
+    performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
+  strategy = distribute_utils.get_distribution_strategy(
+      distribution_strategy=params.runtime.distribution_strategy, all_reduce_alg=params.runtime.all_reduce_alg,
+      num_gpus=params.runtime.num_gpus, tpu_address=params.runtime.tpu)
+  with strategy.scope():
+    task = task_factory.get_task(params.task, logging_dir=model_dir)
+    try:
+      # Built here rather than inside run_experiment so that a config the model cannot honour (e.g. an unknown layer
+      # in custom_sparsities) is reported as bad input before anything is written to model_dir.
+      trainer = train_utils.create_trainer(
+          params, task, train='train' in mode, evaluate='eval' in mode,
+          checkpoint_exporter=train_lib.maybe_create_best_ckpt_exporter(params, model_dir))
+    except ValueError as error:
+      raise UsageError(_config_error(error)) from None
+  if 'train' in mode:
+    # As Model Garden: pure eval jobs do not write params.yaml, so they cannot race a training job for it.
+    train_utils.serialize_config(params, model_dir)
+  train_lib.run_experiment(distribution_strategy=strategy, task=task, mode=mode, params=params,
+                           model_dir=model_dir, trainer=trainer)
+  train_utils.save_gin_config(mode, model_dir)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  """`tfm train --experiment=NAME --model_dir=DIR [--mode=...] [--config_file=...] [--params_override=...]`."""
+  from absl import logging
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if {'-h', '--help', '--helpshort'} & set(argv):
+    from official.common import flags as tfm_flags
+    print(f'usage: tfm train --experiment=NAME --model_dir=DIR [--mode={DEFAULT_MODE}] [--config_file=FILE.yaml] '
+          "[--params_override='task.sparsity.sparsity=0.9']\n")
+    print(_define_flags().module_help(tfm_flags))
+    return 0
+  flags_obj = _parse_flags(argv)
+  logging.use_absl_handler()
+  run(flags_obj)
+  return 0
+
+
+def list_experiments(argv: Optional[List[str]] = None) -> int:
+  """`tfm experiments`: one line per registered sparse experiment."""
+  if argv:
+    raise UsageError(f'`tfm experiments` takes no arguments, got {" ".join(argv)!r}.')
+  from tfmot_rigl.modelgarden import configs
+  width = max(len(name) for name in configs.EXPERIMENTS)
+  for name, summary in sorted(configs.EXPERIMENTS.items()):
+    print(f'{name:<{width}}  {summary}')
+  return 0
