@@ -214,6 +214,7 @@ def test_clear_errors():
   with pytest.raises(ValueError, match="no sparse layers; call tfmot_rigl.prune_sparse"):
     tfmot_rigl.wrap_optimizer(keras.optimizers.SGD(), _mlp())
   with pytest.raises(ValueError, match="Adafactor are not supported"):
+    model = tfmot_rigl.prune_sparse(_mlp(), _rigl())
     optimizer = tfmot_rigl.wrap_optimizer(keras.optimizers.Adafactor(), model)
     kernel = tfmot_rigl.sparse_wrappers(model)[0].pruning_vars[0][0]
     optimizer.apply_gradients([(tf.ones(kernel.shape), kernel)])

@@ -11,7 +11,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from tfmot_rigl.algorithms import (SET, SNFS, SNIP, Dense, Magnitude, RigL, SparseAlgorithm, Static,
                                    algorithm_names, make_algorithm)
 from tfmot_rigl.core.distributions import layer_sparsities
-from tfmot_rigl.keras import (SparseSchedule, SparseWrapper, model_sparsities, prune_sparse, sparse_scope,
+from tfmot_rigl.keras import (SparseSchedule, apply_snip, SparseWrapper, model_sparsities, prune_sparse, sparse_scope,
                               sparse_wrappers, strip_sparse, wrap_optimizer)
 
 __version__ = "0.1.0"

@@ -40,35 +40,35 @@ class _SparseTrainingOptimizer:
     if aggregate and tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() is False:
       grads_and_vars = optimizer_utils.all_reduce_sum_gradients(grads_and_vars)
     step = tf.identity(self.iterations)
-    masks = {}
-    for wrapper in self._sparse_wrappers:
-      for weight, mask, _ in wrapper.pruning_vars:
-        masks[id(weight)] = mask
+    ours = [w for w in self._sparse_wrappers if isinstance(w, SparseWrapper)]
+    masks = {id(weight): mask for w in ours for weight, mask, _ in w.pruning_vars}
     dense_grads = {id(v): tf.convert_to_tensor(g) for g, v in grads_and_vars if id(v) in masks and g is not None}
+    if any(w.algorithm.name == "snip" for w in ours):
+      # SNIP scores |g ⊙ w| with the weights *before* this first step, so its one shot runs ahead of the update.
+      _in_cross_replica(self._per_layer_update, step, dense_grads, _snip_update_fn)
+    # The inner optimizer sees M ⊙ g: inactive weights and their slots stay exactly zero between updates.
     masked = [(g * tf.cast(masks[id(v)], g.dtype) if id(v) in dense_grads else g, v) for g, v in grads_and_vars]
     if isinstance(self, keras.optimizers.legacy.Optimizer):
       result = super().apply_gradients(masked, name=name, experimental_aggregate_gradients=False, **kwargs)
     else:
       result = super().apply_gradients(masked, name=name, skip_gradients_aggregation=True, **kwargs)
-    _in_cross_replica(self._sparse_update, step, dense_grads)  # program order puts it after the inner update
+    # Program order (automatic control dependencies) puts the mask update after the inner update.
+    _in_cross_replica(self._per_layer_update, step, dense_grads, _drop_and_grow_update_fn)
     return result
 
-  def _sparse_update(self, strategy, step, dense_grads):
+  def _per_layer_update(self, strategy, step, dense_grads, make_update_fn):
     """Runs in cross-replica context; `strategy.extended.update` runs each layer's update on every device."""
     for wrapper in self._sparse_wrappers:
-      if not isinstance(wrapper, SparseWrapper):
-        # TFMOT's own wrapper (magnitude pruning): keep its step where its UpdatePruningStep callback would put it.
+      if isinstance(wrapper, SparseWrapper):
+        for index, (weight, mask, _) in enumerate(wrapper.pruning_vars):
+          if id(weight) in dense_grads:
+            strategy.extended.update(weight, make_update_fn(self, wrapper, index, mask),
+                                     args=(dense_grads[id(weight)], step))
+      if make_update_fn is _drop_and_grow_update_fn:
+        # The step count after this step; for TFMOT's own wrapper (magnitude pruning) this is exactly where its
+        # UpdatePruningStep callback would put it before the next batch.
         strategy.extended.update(wrapper.pruning_step, lambda var, s: var.assign(tf.cast(s, tf.int64) + 1),
                                  args=(step,))
-        continue
-      for index, (weight, mask, _) in enumerate(wrapper.pruning_vars):
-        grad = dense_grads.get(id(weight))
-        if grad is None:
-          continue
-        slots = slot_lookup.slot_variables(self, weight)
-        strategy.extended.update(weight, _layer_update_fn(wrapper, index, mask, slots), args=(grad, step))
-      strategy.extended.update(wrapper.pruning_step, lambda var, s: var.assign(tf.cast(s, tf.int64) + 1),
-                               args=(step,))
 
 
 class _Targets:
@@ -83,51 +83,59 @@ def _in_cross_replica(fn, *args):
   return tf.distribute.get_replica_context().merge_call(fn, args=args)
 
 
-def _layer_update_fn(wrapper, index, mask, slots):
-  """The per-device update of one kernel: state every step; masks at update steps (or SNIP's one shot)."""
+def _layer_view(wrapper, index, weight, mask, grad, step, state):
+  return algorithms.LayerUpdate(
+      weight=tf.identity(weight), mask=tf.cast(mask, weight.dtype), grad=grad, state=state,
+      seed=wrapper.layer_seed(step, index),
+      initial_weight=wrapper.initial_weights[index] if wrapper.initial_weights else None)
+
+
+def _snip_update_fn(optimizer, wrapper, index, mask):
+  """SNIP's one shot at step 0, on this (the first) batch: keep the top (1 − s_l)·N_l connections by |g ⊙ w|."""
+  del optimizer  # before the first step there is no optimizer state to reset
+  sparsity = wrapper.pruning_schedule.sparsity
+
+  def update(weight, grad, step):
+    def one_shot():
+      layer = _layer_view(wrapper, index, weight, mask, grad, step, {})
+      keep = distributions.nonzeros(weight.shape.num_elements(), sparsity)
+      new_mask = mask_math.top_k_mask(wrapper.algorithm.scores(layer.weight, grad), keep, layer.seed)
+      mask.assign(tf.cast(new_mask, mask.dtype))
+      weight.assign(weight * tf.cast(new_mask, weight.dtype))
+      return tf.constant(True)
+
+    # Only while the mask is still dense: masks set beforehand by apply_snip (or restored) are left alone.
+    still_dense = tf.equal(tf.reduce_sum(tf.cast(mask, tf.int64)), weight.shape.num_elements())
+    return tf.cond(tf.logical_and(tf.equal(step, 0), still_dense), one_shot, lambda: tf.constant(False))
+
+  return update
+
+
+def _drop_and_grow_update_fn(optimizer, wrapper, index, mask):
+  """The per-device update of one kernel: algorithm state every step; drop/grow at update steps."""
   algorithm = wrapper.algorithm
   schedule = wrapper.pruning_schedule
   state = wrapper.state[index]
-  initial_weight = wrapper.initial_weights[index] if wrapper.initial_weights else None
+  slots = slot_lookup.slot_variables(optimizer, wrapper.pruning_vars[index][0]) if algorithm.dynamic else []
 
   def update(weight, grad, step):
     new_state = algorithm.update_state({name: var.read_value() for name, var in state.items()}, grad)
     for name, var in state.items():
       var.assign(new_state[name])
 
-    def layer_view():
-      return algorithms.LayerUpdate(weight=tf.identity(weight), mask=tf.cast(mask, weight.dtype), grad=grad,
-                                    state=new_state, seed=wrapper.layer_seed(step, index),
-                                    initial_weight=initial_weight)
-
-    def apply_mask(new_mask, new_connections, new_values, layer):
+    def drop_and_grow():
+      layer = _layer_view(wrapper, index, weight, mask, grad, step, new_state)
+      new_mask, new_connections = algorithm.update_mask(layer, schedule.drop_fraction_at(step))
       new_mask = tf.cast(new_mask, weight.dtype)
-      weight.assign(tf.where(new_connections, new_values, weight * new_mask))
+      weight.assign(tf.where(new_connections, algorithm.grow_values(layer), weight * new_mask))
       for slot in slots:
         slot.assign(tf.where(new_connections, algorithm.new_slot_values(layer, slot), slot * new_mask))
       mask.assign(tf.cast(new_mask, mask.dtype))
-
-    def drop_and_grow():
-      layer = layer_view()
-      new_mask, new_connections = algorithm.update_mask(layer, schedule.drop_fraction_at(step))
-      apply_mask(new_mask, new_connections, algorithm.grow_values(layer), layer)
       return tf.constant(True)
 
-    def snip_one_shot():
-      # Connection sensitivity |g ⊙ w| on this (the first) batch; per-layer counts from the distribution.
-      layer = layer_view()
-      keep = distributions.nonzeros(weight.shape.num_elements(), schedule.sparsity)
-      new_mask = mask_math.top_k_mask(algorithm.scores(layer.weight, grad), keep, layer.seed)
-      apply_mask(new_mask, tf.zeros(weight.shape, tf.bool), layer.weight, layer)
-      return tf.constant(True)
-
-    if algorithm.dynamic:
-      return tf.cond(schedule.is_update_step(step), drop_and_grow, lambda: tf.constant(False))
-    if algorithm.name == "snip":
-      # Only while the mask is still dense: masks set beforehand by apply_snip (or restored) are left alone.
-      still_dense = tf.equal(tf.reduce_sum(tf.cast(mask, tf.int64)), weight.shape.num_elements())
-      return tf.cond(tf.logical_and(tf.equal(step, 0), still_dense), snip_one_shot, lambda: tf.constant(False))
-    return tf.constant(False)
+    if not algorithm.dynamic:
+      return tf.constant(False)
+    return tf.cond(schedule.is_update_step(step), drop_and_grow, lambda: tf.constant(False))
 
   return update
 

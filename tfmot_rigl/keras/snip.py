@@ -1,0 +1,53 @@
+"""`apply_snip`: SNIP's one-shot masks from chosen batches (optionally several, averaged) before training.
+
+Without it, the wrapped optimizer scores SNIP on the first training batch by itself (see algorithms/snip.py).
+"""
+import numpy as np
+import tensorflow as tf
+
+from tfmot_rigl.algorithms import SNIP
+from tfmot_rigl.core import distributions
+from tfmot_rigl.core import masks as mask_math
+from tfmot_rigl.keras.prune import sparse_wrappers
+
+
+def _batches(source, num_batches):
+  if isinstance(source, tuple) and len(source) == 2:
+    return [source]
+  if isinstance(source, tf.data.Dataset):
+    return list(source.take(num_batches))
+  return list(source)[:num_batches]
+
+
+def apply_snip(model, batches, loss_fn, num_batches: int = 1):
+  """Sets the masks of the SNIP layers of `model` from |∂L/∂W ⊙ W| averaged over `num_batches` batches.
+
+  Args:
+    model: a model from `prune_sparse(..., algorithm=SNIP())`, before training.
+    batches: one `(x, y)` batch, or a `tf.data.Dataset` / iterable of `(x, y)` batches.
+    loss_fn: `loss_fn(y_true, y_pred)`, e.g. a tf_keras loss.
+    num_batches: how many batches of `batches` to average the scores over.
+  """
+  if batches is None:
+    raise ValueError("SNIP needs a batch source: pass apply_snip(model, (x, y) or a dataset of batches, loss_fn), "
+                     "or just train with the wrapped optimizer, which scores the first training batch.")
+  wrappers = [w for w in sparse_wrappers(model) if isinstance(getattr(w, "algorithm", None), SNIP)]
+  if not wrappers:
+    raise ValueError(f"Model {model.name!r} has no SNIP layers; build it with prune_sparse(model, algorithm=SNIP()).")
+  chosen = _batches(batches, num_batches)
+  if not chosen:
+    raise ValueError("SNIP got an empty batch source; give at least one (x, y) batch.")
+  kernels = [w.pruning_vars[0][0] for w in wrappers]
+  for wrapper in wrappers:  # score every connection of the dense network
+    wrapper.pruning_vars[0][1].assign(tf.ones_like(wrapper.pruning_vars[0][1]))
+  scores = [tf.zeros_like(k) for k in kernels]
+  for x, y in chosen:
+    with tf.GradientTape() as tape:
+      loss = loss_fn(y, model(x, training=False))
+    grads = tape.gradient(loss, kernels)
+    scores = [s + SNIP.scores(k, g) / len(chosen) for s, k, g in zip(scores, kernels, grads)]
+  for wrapper, kernel, score in zip(wrappers, kernels, scores):
+    keep = distributions.nonzeros(int(np.prod(kernel.shape)), wrapper.pruning_schedule.sparsity)
+    mask = mask_math.top_k_mask(score, keep, wrapper.layer_seed(0))
+    wrapper.pruning_vars[0][1].assign(tf.cast(mask, wrapper.pruning_vars[0][1].dtype))
+    kernel.assign(kernel * tf.cast(mask, kernel.dtype))
