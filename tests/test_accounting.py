@@ -247,3 +247,37 @@ def test_nested_blocks_residual_add_unfolded_batch_norm_and_zero_weights():
   # inner 1×1 conv 2→2 on 16 positions with bias and ReLU: 32 outputs × (2 + 1 mults, 1 + 1 adds).
   # add: 32 adds. bn: 32 mults + 32 adds. fc: 24 nonzeros per output on average → 2 × (24 + 23).
   assert [(c.mults, c.adds) for c in counts] == [(96, 64), (0, 32), (32, 32), (48, 46)]
+
+
+def test_tfmot_rigl_wrapped_model_matches_a_report_from_the_distribution_alone():
+  import tfmot_rigl  # the package API; imported here so the core tests above need only the core
+  inputs = keras.Input((8, 8, 3))
+  x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+  x = keras.layers.BatchNormalization(name="bn")(x)
+  x = keras.layers.SeparableConv2D(16, 3, strides=2, padding="same", name="sep")(x)
+  x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+  model = keras.Model(inputs, keras.layers.Dense(10, name="fc")(x))
+  algorithm = tfmot_rigl.RigL(update_frequency=50)
+  sparse = tfmot_rigl.prune_sparse(model, algorithm=algorithm, sparsity=0.8, distribution="erk", total_steps=1000)
+
+  traced = keras_accounting.describe_model(sparse)
+  assert [op.name for op in traced] == ["stem", "sep/depthwise", "sep/pointwise", "gap", "fc"]
+  masks = {w.layer.name: w.pruning_vars[0][1].numpy() for w in tfmot_rigl.sparse_wrappers(sparse)}
+  assert traced[0].nonzeros == np.count_nonzero(masks["stem"]) and traced[0].folded_bn
+  assert traced[2].nonzeros == np.count_nonzero(masks["sep"])  # the pointwise kernel is the sparsified one
+  assert traced[1].nonzeros is None
+
+  shapes = {name: mask.shape for name, mask in masks.items()}
+  planned = keras_accounting.describe_model(model, sparsities=tfmot_rigl.layer_sparsities(shapes, 0.8, "erk"))
+  assert [op.nonzeros for op in planned] == [op.nonzeros for op in traced]
+  report = keras_accounting.report(sparse, algorithm, steps=100, batch_size=4)  # ΔT taken from the algorithm
+  f_sparse, f_dense = report["totals"]["flops"], report["totals"]["dense_flops"]
+  assert report["training"]["flops_per_example"] == pytest.approx((3 * f_sparse * 50 + 2 * f_sparse + f_dense) / 51)
+
+
+def test_model_without_known_input_shape_asks_for_one():
+  model = keras.Sequential([keras.layers.Dense(4, name="fc")])
+  with pytest.raises(ValueError, match="pass input_shape"):
+    keras_accounting.describe_model(model)
+  ops = keras_accounting.describe_model(model, input_shape=(6,))
+  assert [(op.name, op.kernel_shape) for op in ops] == [("fc", (6, 4))]

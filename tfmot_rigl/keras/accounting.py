@@ -98,13 +98,18 @@ def _trace(model, input_shape) -> List[_Call]:
       return outputs
     return call
 
+  inputs = _example_inputs(model, input_shape)
+  if not model.built:
+    # A model without a known input shape builds itself on its first call, calling its layers once more
+    # symbolically on the way; build it before recording.
+    model(inputs, training=False)
   try:
     for layer in _leaf_layers(model):
       previous = layer.__dict__.get("call")
       # A plain instance attribute, set past Keras's __setattr__ so that the recorder is never tracked by the layer.
       object.__setattr__(layer, "call", recording(layer, layer.call))
       patched.append((layer, previous))
-    model(_example_inputs(model, input_shape), training=False)
+    model(inputs, training=False)
   finally:
     for layer, previous in patched:
       if previous is None:
