@@ -93,7 +93,7 @@ def _layer_view(wrapper, index, weight, mask, grad, step, state):
 def _snip_update_fn(optimizer, wrapper, index, mask):
   """SNIP's one shot at step 0, on this (the first) batch: keep the top (1 − s_l)·N_l connections by |g ⊙ w|."""
   del optimizer  # before the first step there is no optimizer state to reset
-  sparsity = wrapper.pruning_schedule.sparsity
+  sparsity = wrapper.sparsity_of(index)
 
   def update(weight, grad, step):
     def one_shot():

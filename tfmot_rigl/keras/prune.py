@@ -1,6 +1,7 @@
 """`prune_sparse`: the one-call API, in the style of `tfmot.sparsity.keras.prune_low_magnitude`."""
 from typing import Mapping, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
@@ -46,34 +47,59 @@ def _leaf_layers(model):
       yield layer
 
 
-def sparsifiable_shapes(model, exclude: Sequence[str] = (), sparsify_depthwise: bool = False) -> dict:
-  """Ordered {layer name: kernel shape} of the layers `prune_sparse` would sparsify."""
+def _weight_key(layer, weights, weight):
+  """Distribution key of one prunable weight: the layer name, or "layer/weight" for layers with several."""
+  if len(weights) == 1:
+    return layer.name
+  return f"{layer.name}/{weight.name.split(':')[0].removeprefix(layer.name + '/')}"
+
+
+def _sparsifiable_weights(model, exclude, sparsify_depthwise):
+  """[(key, layer name, kernel shape)] of every weight `prune_sparse` would sparsify, in model order."""
   if not model.built:
     raise ValueError(f"Model {model.name!r} is not built; build it (give its input shape) before sparsifying it.")
-  shapes = {}
+  found = []
+  names = [layer.name for layer in _leaf_layers(model)]
+  unknown = sorted(set(exclude) - set(names))
+  if unknown:
+    raise ValueError(f"exclude names unknown layer(s) {unknown}; layer names of the model are {names}.")
   for layer in _leaf_layers(model):
     if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
       raise ValueError(f"Layer {layer.name!r} is already wrapped for pruning; pass the original (unwrapped) model.")
     weights = _prunable_weights(layer, sparsify_depthwise)
-    if weights and layer.name not in exclude:
-      shapes[layer.name] = tuple(weights[0].shape)
-  unknown = sorted(set(exclude) - {layer.name for layer in _leaf_layers(model)})
-  if unknown:
-    raise ValueError(f"exclude names unknown layer(s) {unknown}; layer names of the model are "
-                     f"{[layer.name for layer in _leaf_layers(model)]}.")
-  if not shapes:
+    if layer.name not in exclude:
+      found += [(_weight_key(layer, weights, w), layer.name, tuple(w.shape)) for w in weights]
+  if not found:
     raise ValueError(f"Model {model.name!r} has no sparsifiable layer (Dense, ConvND, SeparableConv, a PrunableLayer, "
                      "or DepthwiseConv2D with sparsify_depthwise=True).")
-  return shapes
+  keys = [key for key, _, _ in found]
+  duplicated = sorted({key for key in keys if keys.count(key) > 1})
+  if duplicated:
+    raise ValueError(f"Several sparsifiable weights share the name(s) {duplicated}; give the layers unique names.")
+  return found
+
+
+def sparsifiable_shapes(model, exclude: Sequence[str] = (), sparsify_depthwise: bool = False) -> dict:
+  """Ordered {name: kernel shape} of the weights `prune_sparse` would sparsify (names as in `model_sparsities`)."""
+  return {key: shape for key, _, shape in _sparsifiable_weights(model, exclude, sparsify_depthwise)}
 
 
 def model_sparsities(model, sparsity: float, distribution: str = "erk", erk_power_scale: float = 1.0,
                      custom_sparsities: Optional[Mapping[str, float]] = None, exclude: Sequence[str] = (),
                      first_layer_dense: Optional[bool] = None, sparsify_depthwise: bool = False) -> dict:
-  """{layer name: sparsity} that `prune_sparse` would give `model`, without changing it."""
+  """{name: sparsity} that `prune_sparse` would give `model`, without changing it.
+
+  Names are layer names; a layer with several prunable weights (e.g. a residual block) has one entry per weight,
+  "layer/weight". `custom_sparsities` may name either; a layer name covers all of that layer's weights.
+  """
+  found = _sparsifiable_weights(model, exclude, sparsify_depthwise)
+  custom = {}
+  for name, value in dict(custom_sparsities or {}).items():
+    keys = [key for key, layer_name, _ in found if name in (key, layer_name)]
+    custom.update({key: value for key in keys} if keys else {name: value})  # unknown names: the error below
   return distributions.layer_sparsities(
-      sparsifiable_shapes(model, exclude, sparsify_depthwise), sparsity, distribution,
-      erk_power_scale=erk_power_scale, custom_sparsities=custom_sparsities, first_layer_dense=first_layer_dense)
+      {key: shape for key, _, shape in found}, sparsity, distribution, erk_power_scale=erk_power_scale,
+      custom_sparsities=custom, first_layer_dense=first_layer_dense)
 
 
 def prune_sparse(model, algorithm=None, sparsity: float = 0.9, distribution: str = "erk",
@@ -112,18 +138,23 @@ def prune_sparse(model, algorithm=None, sparsity: float = 0.9, distribution: str
                      "subclassed models are not supported by TFMOT's wrappers.")
   sparsities = model_sparsities(model, sparsity, distribution, erk_power_scale, custom_sparsities, exclude,
                                 first_layer_dense, sparsify_depthwise)
+  per_layer = {}  # layer name -> [(sparsity, size)] of its prunable weights, in order
+  for key, layer_name, shape in _sparsifiable_weights(model, exclude, sparsify_depthwise):
+    per_layer.setdefault(layer_name, []).append((sparsities[key], float(np.prod(shape))))
   if not algorithm.uses_masks and algorithm.name == "dense":
     return model
   begin, end = algorithm.window(total_steps) if algorithm.dynamic or algorithm.name == "magnitude" else (0, 0)
-  layer_index = {name: i for i, name in enumerate(sparsities)}
+  layer_index = {name: i for i, name in enumerate(per_layer)}
   replaced = []  # (original layer, replacement) whose weights must be copied once the clone is built
 
   def wrap(layer):
     if isinstance(layer, keras.Model):
       return keras.models.clone_model(layer, input_tensors=None, clone_function=wrap)
-    layer_sparsity = sparsities.get(layer.name, 0.0)
-    if layer_sparsity == 0.0:
+    weight_sparsities = [s for s, _ in per_layer.get(layer.name, [])]
+    if not any(weight_sparsities):
       return layer
+    # The schedule carries the layer's parameter-weighted sparsity (what TFMOT's summaries report for it).
+    layer_sparsity = sum(s * n for s, n in per_layer[layer.name]) / sum(n for _, n in per_layer[layer.name])
     if algorithm.name == "magnitude":
       return pruning_wrapper.PruneLowMagnitude(layer, pruning_schedule=tfmot.sparsity.keras.PolynomialDecay(
           initial_sparsity=0.0, final_sparsity=layer_sparsity, begin_step=begin, end_step=end,
@@ -135,7 +166,8 @@ def prune_sparse(model, algorithm=None, sparsity: float = 0.9, distribution: str
                               update_frequency=algorithm.update_frequency,
                               drop_fraction=algorithm.drop_fraction,
                               drop_fraction_anneal=algorithm.drop_fraction_anneal)
-    return SparseWrapper(layer, schedule, algorithm=algorithm, seed=seed, layer_index=layer_index[layer.name])
+    return SparseWrapper(layer, schedule, algorithm=algorithm, seed=seed, layer_index=layer_index[layer.name],
+                         weight_sparsities=weight_sparsities if len(weight_sparsities) > 1 else None)
 
   sparse_model = keras.models.clone_model(model, input_tensors=None, clone_function=wrap)
   for original, replacement in replaced:

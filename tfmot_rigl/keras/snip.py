@@ -37,17 +37,18 @@ def apply_snip(model, batches, loss_fn, num_batches: int = 1):
   chosen = _batches(batches, num_batches)
   if not chosen:
     raise ValueError("SNIP got an empty batch source; give at least one (x, y) batch.")
-  kernels = [w.pruning_vars[0][0] for w in wrappers]
-  for wrapper in wrappers:  # score every connection of the dense network
-    wrapper.pruning_vars[0][1].assign(tf.ones_like(wrapper.pruning_vars[0][1]))
+  targets = [(w, index, kernel, mask) for w in wrappers for index, (kernel, mask, _) in enumerate(w.pruning_vars)]
+  for _, _, _, mask in targets:  # score every connection of the dense network
+    mask.assign(tf.ones_like(mask))
+  kernels = [kernel for _, _, kernel, _ in targets]
   scores = [tf.zeros_like(k) for k in kernels]
   for x, y in chosen:
     with tf.GradientTape() as tape:
       loss = loss_fn(y, model(x, training=False))
     grads = tape.gradient(loss, kernels)
     scores = [s + SNIP.scores(k, g) / len(chosen) for s, k, g in zip(scores, kernels, grads)]
-  for wrapper, kernel, score in zip(wrappers, kernels, scores):
-    keep = distributions.nonzeros(int(np.prod(kernel.shape)), wrapper.pruning_schedule.sparsity)
-    mask = mask_math.top_k_mask(score, keep, wrapper.layer_seed(0))
-    wrapper.pruning_vars[0][1].assign(tf.cast(mask, wrapper.pruning_vars[0][1].dtype))
-    kernel.assign(kernel * tf.cast(mask, kernel.dtype))
+  for (wrapper, index, kernel, mask), score in zip(targets, scores):
+    keep = distributions.nonzeros(int(np.prod(kernel.shape)), wrapper.sparsity_of(index))
+    new_mask = mask_math.top_k_mask(score, keep, wrapper.layer_seed(0, index))
+    mask.assign(tf.cast(new_mask, mask.dtype))
+    kernel.assign(kernel * tf.cast(new_mask, kernel.dtype))

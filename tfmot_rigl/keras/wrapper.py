@@ -27,11 +27,14 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
     algorithm: a `SparseAlgorithm` (or its serialised dict).
     seed: the run's seed; together with `layer_index` and the step it seeds every random draw of this layer.
     layer_index: position of this layer among the sparsified layers.
+    weight_sparsities: one sparsity per prunable weight, for layers with several (e.g. a residual block made
+      prunable as a whole); by default every weight has the schedule's sparsity.
   """
 
   def __init__(self, layer, pruning_schedule: SparseSchedule, algorithm=None, seed: int = 0, layer_index: int = 0,
-               **kwargs):
+               weight_sparsities=None, **kwargs):
     super().__init__(layer, pruning_schedule=pruning_schedule, **kwargs)
+    self.weight_sparsities = [float(s) for s in weight_sparsities] if weight_sparsities is not None else None
     self.algorithm = algorithms.deserialize(algorithm) if algorithm is not None else algorithms.RigL()
     self.seed = int(seed)
     self.layer_index = int(layer_index)
@@ -42,9 +45,15 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
     """int32 [2] stateless seed for (run seed + offset, this layer, purpose, step)."""
     return mask_math.stateless_seed(self.seed + self.algorithm.seed_offset, self.layer_index, purpose, step)
 
+  def sparsity_of(self, index: int) -> float:
+    """Target sparsity of the index-th prunable weight."""
+    return self.weight_sparsities[index] if self.weight_sparsities else self.pruning_schedule.sparsity
+
   def build(self, input_shape):
     super().build(input_shape)
-    sparsity = self.pruning_schedule.sparsity
+    if self.weight_sparsities and len(self.weight_sparsities) != len(self.pruning_vars):
+      raise ValueError(f"Layer {self.layer.name!r} has {len(self.pruning_vars)} prunable weights but "
+                       f"{len(self.weight_sparsities)} weight_sparsities; give one per prunable weight.")
     for index, (weight, mask, _) in enumerate(self.pruning_vars):
       if self.algorithm.needs_initial_weight:
         # grow_init=initial_dist draws new weights from the layer's values at initialisation (before masking).
@@ -52,7 +61,8 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
                                          dtype=weight.dtype, trainable=False)
         initial_weight.assign(weight)
         self.initial_weights.append(initial_weight)
-      initial = tf.cast(self.algorithm.initial_mask(weight.shape, sparsity, self.layer_seed(-1, index)), mask.dtype)
+      initial = tf.cast(self.algorithm.initial_mask(weight.shape, self.sparsity_of(index),
+                                                       self.layer_seed(-1, index)), mask.dtype)
       mask.assign(initial)
       weight.assign(weight * tf.cast(initial, weight.dtype))
       self.state.append({
@@ -70,7 +80,8 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
 
   def get_config(self):
     config = super().get_config()
-    config.update(algorithm=algorithms.serialize(self.algorithm), seed=self.seed, layer_index=self.layer_index)
+    config.update(algorithm=algorithms.serialize(self.algorithm), seed=self.seed, layer_index=self.layer_index,
+                  weight_sparsities=self.weight_sparsities)
     return config
 
   @classmethod
