@@ -85,7 +85,7 @@ def layer_sparsities(shapes: Mapping[str, Sequence[int]],
         break
       dense.update(too_dense)
     for name in scaled:
-      result[name] = 0.0 if name in dense else 1.0 - epsilon * raw[name]
+      result[name] = 0.0 if name in dense else float(1.0 - epsilon * raw[name])
   return {name: result[name] for name in shapes}
 
 

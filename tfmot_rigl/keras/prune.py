@@ -154,7 +154,7 @@ def prune_sparse(model, algorithm=None, sparsity: float = 0.9, distribution: str
     if not any(weight_sparsities):
       return layer
     # The schedule carries the layer's parameter-weighted sparsity (what TFMOT's summaries report for it).
-    layer_sparsity = sum(s * n for s, n in per_layer[layer.name]) / sum(n for _, n in per_layer[layer.name])
+    layer_sparsity = float(sum(s * n for s, n in per_layer[layer.name]) / sum(n for _, n in per_layer[layer.name]))
     if algorithm.name == "magnitude":
       return pruning_wrapper.PruneLowMagnitude(layer, pruning_schedule=tfmot.sparsity.keras.PolynomialDecay(
           initial_sparsity=0.0, final_sparsity=layer_sparsity, begin_step=begin, end_step=end,
