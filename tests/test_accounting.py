@@ -281,3 +281,40 @@ def test_model_without_known_input_shape_asks_for_one():
     keras_accounting.describe_model(model)
   ops = keras_accounting.describe_model(model, input_shape=(6,))
   assert [(op.name, op.kernel_shape) for op in ops] == [("fc", (6, 4))]
+
+
+def test_block_made_prunable_as_a_whole_counts_its_own_layers_with_the_wrapper_masks():
+  class Block(keras.layers.Layer, tfmot.sparsity.keras.PrunableLayer):
+    def __init__(self, **kwargs):
+      super().__init__(**kwargs)
+      self.conv_a = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv_a")
+      self.conv_b = keras.layers.Conv2D(4, 1, use_bias=False, name="conv_b")
+
+    def build(self, input_shape):  # TFMOT asks for the prunable weights right after building the block
+      with tf.name_scope("conv_a"):  # unique weight names ("block/conv_a/kernel"), as tfmot_rigl names them
+        self.conv_a.build(input_shape)
+      with tf.name_scope("conv_b"):
+        self.conv_b.build(tuple(input_shape[:-1]) + (4,))
+      super().build(input_shape)
+
+    def call(self, x):
+      return self.conv_b(self.conv_a(x))
+
+    def get_prunable_weights(self):
+      return [self.conv_a.kernel, self.conv_b.kernel]
+
+  inputs = keras.Input((4, 4, 2))
+  wrapped = tfmot.sparsity.keras.prune_low_magnitude(
+      Block(name="block"), pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=0))
+  model = keras.Model(inputs, wrapped(inputs))
+  (kernel_a, mask_a, _), (_, mask_b, _) = wrapped.pruning_vars
+  mask_a.assign(np.where(np.arange(72).reshape(3, 3, 2, 4) < 18, 1.0, 0.0))  # 18 of 72 kept
+  ops = keras_accounting.describe_model(model)
+  assert [(op.name, op.nonzeros) for op in ops] == [("conv_a", 18), ("conv_b", None)]
+  # 16 positions × 4 channels: conv_a 18·16 mults, 18·16 − 64 adds; conv_b dense 1×1 4→4: 16·16 mults, 16·16 − 64.
+  counts, _ = accounting.inference_flops(ops)
+  assert [(c.mults, c.adds) for c in counts] == [(288, 224), (256, 192)]
+  # A planned sparsity may name a block's kernel as tfmot_rigl.model_sparsities does: "block/<weight>".
+  key = "block/" + kernel_a.name.split(":")[0].removeprefix("block/")
+  planned = keras_accounting.describe_model(model, sparsities={key: 0.75, "conv_b": 0.5})
+  assert [op.nonzeros for op in planned] == [18, 8]

@@ -59,12 +59,42 @@ def _leaf_layers(layer) -> list:
   and layers without sublayers. Containers (models, custom blocks) are walked into."""
   leaves = {}
   for sub in _sublayers(layer):
-    if _is_wrapper(sub) or isinstance(sub, _KNOWN) or not _sublayers(sub):
-      leaves.setdefault(id(sub), sub)
+    if _is_wrapper(sub) and _is_container(sub.layer):
+      # A whole block made prunable (a PrunableLayer with sublayers): its own layers are counted, with the masks
+      # the wrapper keeps for their kernels.
+      found = _leaf_layers(sub.layer)
+    elif _is_wrapper(sub) or not _is_container(sub):
+      found = [sub]
     else:
-      for leaf in _leaf_layers(sub):
-        leaves.setdefault(id(leaf), leaf)
+      found = _leaf_layers(sub)
+    for leaf in found:
+      leaves.setdefault(id(leaf), leaf)
   return list(leaves.values())
+
+
+def _is_container(layer) -> bool:
+  return not isinstance(layer, _KNOWN) and bool(_sublayers(layer))
+
+
+def _wrapped_weights(layer):
+  """(id(weight) -> mask, id(weight) -> name) of the prunable weights of every pruning wrapper, and of every block
+  made prunable as a whole (a PrunableLayer with sublayers), in `layer`, however deeply nested.
+
+  Names follow `tfmot_rigl.model_sparsities`: the layer's name, or "layer/weight" when it has several prunable
+  weights."""
+  masks, names = {}, {}
+  for sub in layer._flatten_layers(include_self=True, recursive=True):  # pylint: disable=protected-access
+    if _is_wrapper(sub):
+      owner, weights = sub.layer.name, [weight for weight, _, _ in sub.pruning_vars]
+      masks.update({id(weight): mask for weight, mask, _ in sub.pruning_vars})
+    elif _is_container(sub) and hasattr(sub, "get_prunable_weights"):
+      owner, weights = sub.name, list(sub.get_prunable_weights())  # not wrapped yet: names for planned sparsities
+    else:
+      continue
+    for weight in weights:
+      path = weight.name.split(":")[0]
+      names[id(weight)] = owner if len(weights) == 1 else f"{owner}/{path.removeprefix(owner + '/')}"
+  return masks, names
 
 
 def _example_inputs(model, input_shape):
@@ -167,6 +197,15 @@ def _nonzeros(kernel, mask) -> Optional[int]:
   return None if count == values.size else count
 
 
+def _sparsifiable_kernel(layer):
+  """The kernel a per-layer sparsity applies to (TFMOT prunes a separable conv's pointwise kernel)."""
+  if isinstance(layer, _SEPARABLE_CONVS):
+    return layer.pointwise_kernel
+  if isinstance(layer, _DEPTHWISE_CONVS):
+    return layer.depthwise_kernel
+  return layer.kernel
+
+
 def _weighted_ops(layer, masks, output_shape, reuses_weights) -> List[accounting.LayerOp]:
   """The op(s) of one conv / depthwise / separable / dense layer; `masks` maps id(kernel variable) -> mask."""
 
@@ -201,12 +240,13 @@ def _describe(model, input_shape=None, sparsities: Optional[Mapping[str, float]]
   uncounted = []
   producer = {}  # id(output tensor) -> index in ops of the weighted op that produced it (no activation between)
   by_name = {}   # layer (and wrapper) name -> indices of that layer's ops, from its first call
+  ambiguous = set()  # names shared by several layers (e.g. blocks whose weights are all called "kernel")
   counted_weights = set()
 
+  masks, weight_names = _wrapped_weights(model)
   for call in _trace(model, input_shape):
-    layer, masks, names = call.layer, {}, [call.layer.name]
+    layer, names = call.layer, [call.layer.name]
     if _is_wrapper(layer):
-      masks = {id(weight): mask for weight, mask, _ in layer.pruning_vars}
       layer = layer.layer
       names.append(layer.name)
     if not call.outputs:
@@ -223,7 +263,10 @@ def _describe(model, input_shape=None, sparsities: Optional[Mapping[str, float]]
       first = len(ops)
       ops.extend(new_ops)
       if not reuses:
-        for name in names:
+        names.append(weight_names.get(id(_sparsifiable_kernel(layer))))
+        for name in filter(None, set(names)):
+          if name in by_name:
+            ambiguous.add(name)
           by_name.setdefault(name, list(range(first, len(ops))))
       if new_ops[-1].activation is None:
         producer[id(output)] = len(ops) - 1
@@ -254,9 +297,11 @@ def _describe(model, input_shape=None, sparsities: Optional[Mapping[str, float]]
     if unknown:
       raise ValueError(f"Sparsities given for unknown layer(s) {unknown}; the counted conv/dense layers are "
                        f"{sorted(by_name)}.")
+    clashes = sorted(set(sparsities) & ambiguous)
+    if clashes:
+      raise ValueError(f"Sparsities name(s) {clashes} match several layers; give the layers unique names.")
     for name, sparsity in sparsities.items():
-      # A layer's last op holds its sparsifiable kernel (TFMOT prunes a separable conv's pointwise kernel).
-      index = by_name[name][-1]
+      index = by_name[name][-1]  # a layer's last op holds its sparsifiable kernel
       op = ops[index]
       kept = accounting.sparse_kernel_nonzeros(op.kernel_size, sparsity)
       ops[index] = dataclasses.replace(op, nonzeros=None if kept == op.kernel_size else kept)
