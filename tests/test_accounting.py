@@ -107,7 +107,7 @@ def test_sparsity_to_nonzeros_matches_the_masks():
   assert accounting.sparse_kernel_nonzeros(7, 0.5) == 4
 
 
-# --- training FLOPs ----------------------------------------------------------------------------------------------------
+# --- training FLOPs --------------------------------------------------------------------------------------------------
 
 F_SPARSE, F_DENSE, STEPS, BATCH = 100.0, 1000.0, 1000, 10
 
@@ -184,7 +184,8 @@ def _tiny_model(wrap_conv: bool):
 
 
 # By hand: conv 36 of 72 weights kept, 256 outputs: 9 mults + 8 adds + 1 folded-BN add each → 4608.
-# ReLU: 256 mults. Depthwise: 64 outputs × (9 + 8 + 1) → 1152. GAP over 4×4×4: 4 + 15·4 → 64. fc 4→3: 3 × (4 + 3 + 1) → 24.
+# ReLU: 256 mults. Depthwise: 64 outputs × (9 + 8 + 1) → 1152. GAP over 4×4×4: 4 + 15·4 → 64.
+# fc 4→3: 3 × (4 + 3 + 1) → 24.
 TINY_SPARSE_FLOPS = 4608 + 256 + 1152 + 64 + 24
 TINY_DENSE_FLOPS = 256 * (18 + 17 + 1) + 256 + 1152 + 64 + 24
 TINY_SPARSE_BITS = (36 * 32 + 72 + 4 * 32) + (36 + 4) * 32 + (12 + 3) * 32
