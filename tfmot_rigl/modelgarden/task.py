@@ -5,20 +5,24 @@ Only three things change from `official.vision.tasks.image_classification.ImageC
     TFMOT's `prune_low_magnitude`);
   * `create_optimizer` wraps the stock optimizer with `wrap_optimizer`, so mask updates run inside the train step at
     the exact training step, not once per `steps_per_loop` as a host-side Orbit action would;
+  * Model Garden's composite blocks (ResNet's BottleneckBlock, MobileNet's InvertedBottleneckBlock, ...) are made
+    prunable as a whole, as Model Garden's pruning project does, so every kernel inside them is sparsified (each at
+    its own sparsity from the distribution);
   * `build_inputs` reads MNIST from `tfmot_rigl.data` when the data config names it.
 Masks, TFMOT step counters and algorithm state are variables of the wrappers, so the trainer's checkpoint (model and
 optimizer) holds everything needed to resume.
 """
-from typing import Optional
+from typing import Iterator, List, Optional
 
 import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 from official.core import task_factory
 from official.vision.tasks import image_classification
+from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
 
-from tfmot_rigl.keras import optimizer as sparse_optimizer
-from tfmot_rigl.keras import prune as sparse_prune
+from tfmot_rigl import keras as sparse_keras
 from tfmot_rigl.modelgarden import configs
 from tfmot_rigl.modelgarden import inputs
 
@@ -38,8 +42,9 @@ class SparseImageClassificationTask(image_classification.ImageClassificationTask
     model = super().build_model()
     sparsity = self.task_config.sparsity
     sparsity.validate()
-    sparse_model = sparse_prune.prune_sparse(model, algorithm=sparsity.algorithm(), **sparsity.prune_kwargs())
-    wrappers = sparse_prune.sparse_wrappers(sparse_model)
+    make_blocks_prunable(model, sparsify_depthwise=sparsity.sparsify_depthwise)
+    sparse_model = sparse_keras.prune_sparse(model, algorithm=sparsity.algorithm(), **sparsity.prune_kwargs())
+    wrappers = sparse_keras.sparse_wrappers(sparse_model)
     logging.info('Sparse training with %s: %d of %d kernels sparsified: %s', sparsity.algorithm(), len(wrappers),
                  len([w for w in model.weights if w.name.endswith('kernel:0')]),
                  ', '.join(wrapper.layer.name for wrapper in wrappers))
@@ -52,11 +57,54 @@ class SparseImageClassificationTask(image_classification.ImageClassificationTask
     if self.sparse_model is None:
       raise ValueError('SparseImageClassificationTask.create_optimizer needs the model: call build_model() first '
                        '(Model Garden\'s trainer does so).')
-    if not sparse_prune.sparse_wrappers(self.sparse_model):
+    if not sparse_keras.sparse_wrappers(self.sparse_model):
       return optimizer  # method=dense: nothing to update.
-    return sparse_optimizer.wrap_optimizer(optimizer, self.sparse_model)
+    return sparse_keras.wrap_optimizer(optimizer, self.sparse_model)
 
   def build_inputs(self, params, input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
     if inputs.is_mnist(params):
       return inputs.mnist_inputs(params, input_context)
     return super().build_inputs(params, input_context)
+
+
+def _layer_kernels(layer: keras.layers.Layer, sparsify_depthwise: bool) -> List[tf.Variable]:
+  """The weights TFMOT's prune registry would sparsify in a stock layer; depthwise kernels only if asked."""
+  if not layer.built:
+    return []  # created by its block but never called (e.g. an unused projection): it has no kernel to sparsify.
+  if isinstance(layer, keras.layers.DepthwiseConv2D) and not isinstance(layer, keras.layers.SeparableConv2D):
+    return [layer.depthwise_kernel] if sparsify_depthwise else []
+  if not prune_registry.PruneRegistry.supports(layer):
+    return []
+  return [getattr(layer, name) for name in prune_registry.PruneRegistry._weight_names(layer)]  # pylint: disable=protected-access
+
+
+def _is_sparsifiable_alone(layer: keras.layers.Layer) -> bool:
+  return (isinstance(layer, prunable_layer.PrunableLayer) or hasattr(layer, 'get_prunable_weights') or
+          prune_registry.PruneRegistry.supports(layer))
+
+
+def _composite_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+  """Layers of the functional graph(s) that hold other layers but are neither models nor prunable themselves."""
+  for layer in model.layers:
+    if isinstance(layer, keras.Model):
+      yield from _composite_layers(layer)
+    elif not _is_sparsifiable_alone(layer) and layer._flatten_layers(include_self=False, recursive=False):  # pylint: disable=protected-access
+      yield layer
+
+
+def make_blocks_prunable(model: keras.Model, sparsify_depthwise: bool = False) -> int:
+  """Exposes the kernels inside Model Garden's composite blocks to `prune_sparse`; returns how many blocks.
+
+  A block (BottleneckBlock, ResidualBlock, InvertedBottleneckBlock, Conv2DBNBlock, ...) calls its convolutions
+  itself, so they are not layers of the functional graph that `prune_sparse` clones. Giving the block
+  `get_prunable_weights` (TFMOT's PrunableLayer protocol, as Model Garden's pruning project does) lets one wrapper
+  mask all of them; `prune_sparse` still gives each kernel its own sparsity ("block/kernel" entries).
+  """
+  count = 0
+  for block in _composite_layers(model):
+    kernels = [kernel for sublayer in block._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+               for kernel in _layer_kernels(sublayer, sparsify_depthwise)]
+    if kernels:
+      block.get_prunable_weights = lambda kernels=tuple(kernels): list(kernels)
+      count += 1
+  return count
