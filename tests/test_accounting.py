@@ -166,7 +166,7 @@ def test_training_flops_rejects_unknown_method():
     accounting.training_flops_per_example("lottery", 1.0, 2.0)
 
 
-# --- Keras models ------------------------------------------------------------------------------------------------------
+# --- Keras models -----------------------------------------------------------------------------------------------------
 
 def _tiny_model(wrap_conv: bool):
   conv = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")
