@@ -188,7 +188,7 @@ def _stepwise_sgd(base_lr: float, boundaries: List[int], multipliers: List[float
   config = {
       'optimizer': {'type': 'sgd', 'sgd': {'momentum': momentum, 'nesterov': nesterov}},
       'learning_rate': {'type': 'stepwise', 'stepwise': {
-          'boundaries': boundaries, 'values': [base_lr * m for m in multipliers]}},
+          'boundaries': boundaries, 'values': [round(base_lr * m, 8) for m in multipliers]}},
   }
   if warmup_steps:
     config['warmup'] = {'type': 'linear', 'linear': {'warmup_steps': warmup_steps, 'warmup_learning_rate': 0.0}}
@@ -218,9 +218,9 @@ IMAGENET_STEPS_PER_EPOCH = stock.IMAGENET_TRAIN_EXAMPLES / IMAGENET_BATCH_SIZE
 IMAGENET_INPUT_PATH_BASE = stock.IMAGENET_INPUT_PATH_BASE
 
 
-def imagenet_optimizer(training_multiplier: float = 1.0) -> optimization.OptimizationConfig:
-  """The reference's ImageNet schedule; `training_multiplier` stretches it for the 5x (extended) runs."""
-  epoch = IMAGENET_STEPS_PER_EPOCH * training_multiplier
+def imagenet_optimizer() -> optimization.OptimizationConfig:
+  """The reference's ResNet-50 ImageNet schedule (official_configs/generate.py stretches it for 5x runs)."""
+  epoch = IMAGENET_STEPS_PER_EPOCH
   return _stepwise_sgd(
       base_lr=0.1 * IMAGENET_BATCH_SIZE / 256,
       boundaries=[int(30 * epoch), int(70 * epoch), int(90 * epoch)],

@@ -1,0 +1,207 @@
+"""Writes official_configs/*.yaml (one file per row of the RigL paper's tables) and their README from one table.
+
+Run from the repository root:
+  python official_configs/generate.py          # (re)write the YAML files
+  python official_configs/generate.py --check  # exit 1 if a file is missing or differs from what would be written
+
+Each YAML overrides a registered experiment (named in its first line) and is run as that line says. The training
+schedule of extended ("5x") runs is the 1x schedule stretched, as the reference's `training_steps_multiplier` does.
+"""
+import dataclasses
+import os
+import sys
+from typing import Dict, List, Optional
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # the repository root, so the script runs without installing the package
+
+import yaml  # noqa: E402
+
+from tfmot_rigl.modelgarden import configs  # noqa: E402
+
+# Published top-1 accuracies. REFERENCE.md gives the ResNet-50 dense / RigL-ERK 80 and 90% and the CIFAR-10 RigL-ERK
+# numbers; the other ResNet-50 rows are the tables of the reference code's README (google-research/rigl).
+ANCHORS_REFERENCE_MD = 'REFERENCE.md'
+ANCHORS_RIGL_README = 'google-research/rigl README'
+
+
+@dataclasses.dataclass
+class Row:
+  """One YAML file: which experiment it overrides, the overrides, and what the paper reports for it."""
+  file: str
+  experiment: str
+  description: str
+  overrides: Dict
+  anchor: Optional[float] = None
+  anchor_source: str = ''
+
+
+def _sparsity_block(method: str, sparsity: float, distribution: str, first_layer_dense: Optional[bool], **extra):
+  block = {'method': method, 'sparsity': sparsity, 'distribution': distribution,
+           'first_layer_dense': first_layer_dense}
+  block.update(extra)
+  return block
+
+
+def _percent(sparsity: float) -> str:
+  return f'{sparsity * 100:g}'.replace('.', '')
+
+
+def _imagenet_trainer(experiment_factory, multiplier: int) -> Dict:
+  """train_steps and the learning-rate schedule of an ImageNet experiment, stretched `multiplier` times."""
+  optimizer = experiment_factory().trainer.optimizer_config.as_dict()
+  stepwise = optimizer['learning_rate']['stepwise']
+  warmup = optimizer['warmup']['linear']
+  return {'train_steps': configs.IMAGENET_TRAIN_STEPS * multiplier,
+          'optimizer_config': {
+              'learning_rate': {'type': 'stepwise', 'stepwise': {
+                  'boundaries': [b * multiplier for b in stepwise['boundaries']],
+                  'values': [round(v, 8) for v in stepwise['values']]}},
+              'warmup': {'type': 'linear', 'linear': {
+                  'warmup_steps': warmup['warmup_steps'] * multiplier,
+                  'warmup_learning_rate': warmup['warmup_learning_rate']}}}}
+
+
+RESNET_SPARSITIES = (0.8, 0.9, 0.95, 0.965, 0.99)
+RESNET_ANCHORS = {
+    # (distribution, sparsity, multiplier): (top-1, source)
+    ('erk', 0.8, 1): (75.12, ANCHORS_REFERENCE_MD), ('erk', 0.8, 5): (77.17, ANCHORS_REFERENCE_MD),
+    ('erk', 0.9, 1): (73.07, ANCHORS_REFERENCE_MD), ('erk', 0.9, 5): (76.42, ANCHORS_REFERENCE_MD),
+    ('uniform', 0.8, 1): (74.60, ANCHORS_RIGL_README), ('uniform', 0.8, 5): (76.71, ANCHORS_RIGL_README),
+    ('uniform', 0.9, 1): (72.02, ANCHORS_RIGL_README), ('uniform', 0.9, 5): (75.73, ANCHORS_RIGL_README),
+    ('erk', 0.95, 5): (74.63, ANCHORS_RIGL_README), ('uniform', 0.95, 5): (73.22, ANCHORS_RIGL_README),
+    ('erk', 0.965, 5): (72.77, ANCHORS_RIGL_README), ('uniform', 0.965, 5): (71.31, ANCHORS_RIGL_README),
+    ('erk', 0.99, 5): (61.86, ANCHORS_RIGL_README),
+}
+MOBILENET_SPARSITIES = (0.75, 0.9)
+WRN_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
+WRN_METHODS = ('rigl', 'set', 'snfs', 'snip', 'static', 'magnitude')
+WRN_RIGL_ANCHORS = {0.5: 94.2, 0.8: 93.6, 0.9: 92.9, 0.95: 91.8}
+
+
+def rows() -> List[Row]:
+  table = [Row('resnet50_dense.yaml', 'resnet_rigl', 'ResNet-50, dense baseline',
+               {'task': {'sparsity': _sparsity_block('dense', 0.0, 'uniform', None)},
+                'trainer': _imagenet_trainer(configs.resnet_rigl, 1)}, 76.8, ANCHORS_REFERENCE_MD)]
+  for distribution in ('erk', 'uniform'):
+    for sparsity in RESNET_SPARSITIES:
+      for multiplier in (1, 5):
+        # The reference keeps the first layer dense for uniform always, for ERK only at 99% sparsity.
+        first_layer_dense = distribution == 'uniform' or sparsity >= 0.99
+        anchor, source = RESNET_ANCHORS.get((distribution, sparsity, multiplier), (None, ''))
+        table.append(Row(
+            f'resnet50_rigl_{distribution}_s{_percent(sparsity)}_{multiplier}x.yaml', 'resnet_rigl',
+            f'ResNet-50, RigL {distribution.upper() if distribution == "erk" else "uniform"} '
+            f'{sparsity * 100:g}%, {multiplier}x training',
+            {'task': {'sparsity': _sparsity_block('rigl', sparsity, distribution, first_layer_dense)},
+             'trainer': _imagenet_trainer(configs.resnet_rigl, multiplier)}, anchor, source))
+  for version in (1, 2):
+    for sparsity in MOBILENET_SPARSITIES:
+      for multiplier in (1, 5):
+        table.append(Row(
+            f'mobilenet{version}_rigl_uniform_s{_percent(sparsity)}_{multiplier}x.yaml', 'mobilenet_rigl',
+            f'MobileNet-v{version}, RigL uniform {sparsity:.0%} (first layer and depthwise kernels dense), '
+            f'{multiplier}x training',
+            {'task': {'model': {'backbone': {'mobilenet': {'model_id': f'MobileNetV{version}'}}},
+                      'sparsity': _sparsity_block('rigl', sparsity, 'uniform', True, sparsify_depthwise=False)},
+             'trainer': _imagenet_trainer(configs.mobilenet_rigl, multiplier)}))
+  table.append(Row('wrn22_2_dense.yaml', 'wrn_cifar10_rigl', 'WideResNet-22-2 on CIFAR-10, dense baseline',
+                   {'task': {'sparsity': _sparsity_block('dense', 0.0, 'uniform', None)}}))
+  for method in WRN_METHODS:
+    for sparsity in WRN_SPARSITIES:
+      if method == 'magnitude':
+        # Zhu & Gupta as the reference's CIFAR 'prune' runs: uniform, first layer dense, pruning every 1000 steps
+        # from step 20k to 75k.
+        block = _sparsity_block(method, sparsity, 'uniform', True, begin_step=20000, end_step=75000,
+                                update_frequency=1000)
+      else:
+        block = _sparsity_block(method, sparsity, 'erk', False)
+      anchor = WRN_RIGL_ANCHORS.get(sparsity) if method == 'rigl' else None
+      table.append(Row(
+          f'wrn22_2_{method}_s{_percent(sparsity)}.yaml', 'wrn_cifar10_rigl',
+          f'WideResNet-22-2 on CIFAR-10, {method.upper() if method != "magnitude" else "gradual magnitude pruning"} '
+          f'{sparsity:.0%}', {'task': {'sparsity': block}}, anchor, ANCHORS_REFERENCE_MD if anchor else ''))
+  return table
+
+
+def command(row: Row) -> str:
+  return (f'tfm train --experiment={row.experiment} --config_file=official_configs/{row.file} '
+          '--model_dir=MODEL_DIR')
+
+
+def render(row: Row) -> str:
+  header = f'# {command(row)}\n# {row.description}.'
+  if row.anchor is not None:
+    header += f' Published top-1: {row.anchor} ({row.anchor_source}).'
+  header += '\n# Generated by official_configs/generate.py; edit the table there, not this file.\n'
+  return header + yaml.safe_dump(row.overrides, sort_keys=False, default_flow_style=None, width=100)
+
+
+README_INTRO = """# Paper configurations
+
+One YAML file per row of the RigL paper's tables (Evci et al., ICML 2020), each an override of a registered
+experiment. Run a row with the command in its first line, e.g.
+
+```
+tfm train --experiment=resnet_rigl --config_file=official_configs/resnet50_rigl_erk_s80_1x.yaml --model_dir=MODEL_DIR
+```
+
+and add `--params_override=...` for anything else (data paths, batch size, steps). The ImageNet experiments read
+Model Garden's JPEG TFRecords (`task.train_data.input_path`, default `imagenet-2012-tfrecord/train*`); the CIFAR-10
+ones read TFDS `cifar10` (set `task.train_data.tfds_data_dir`) or TFRecords (`input_path` with `tfds_name: ''`).
+
+Settings common to a model live in its experiment (`tfmot_rigl/modelgarden/configs.py`): ResNet-50 and MobileNet
+train at batch 4096 for 32k steps at 1x (about 100 epochs) with Nesterov momentum 0.9, label smoothing 0.1 and
+RigL's ΔT = 100, α = 0.3 with cosine decay, mask updates until 75% of training; WideResNet-22-2 trains at batch 128
+for 97,656 steps (250 epochs), momentum 0.9, L2 5e-4. "5x" rows stretch the whole schedule (steps, warm-up and
+learning-rate boundaries; the mask-update window is a fraction of training and stretches with it). Uniform
+distributions keep the first layer dense, ERK only at 99% sparsity (as the reference code does); the MobileNet rows
+use a uniform distribution with the first layer and the depthwise kernels dense (the reference keeps depthwise
+kernels dense; `task.sparsity.sparsify_depthwise: true` sparsifies them too). Gradual magnitude pruning (TFMOT's PolynomialDecay) prunes every 1000 steps from step 20k to 75k
+with a uniform distribution, as the reference's CIFAR-10 pruning runs.
+
+Published top-1 accuracies are anchors to compare against, not results of this code: the ones marked REFERENCE.md
+are those the project's reference semantics quote; the others are from the tables of the reference code's README
+(google-research/rigl). Rows without an anchor have no number quoted here (the paper shows many of them only in
+plots).
+
+This file and the YAML files are generated: edit the table in `generate.py` and run
+`python official_configs/generate.py` (`--check` verifies they are up to date).
+
+| File | Experiment | Paper row | Published top-1 |
+|------|------------|-----------|-----------------|
+"""
+
+
+def render_readme(table: List[Row]) -> str:
+  lines = [README_INTRO.rstrip('\n')]
+  for row in table:
+    anchor = f'{row.anchor} ({row.anchor_source})' if row.anchor is not None else ''
+    lines.append(f'| `{row.file}` | `{row.experiment}` | {row.description} | {anchor} |')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv: List[str]) -> int:
+  check = '--check' in argv
+  stale = []
+  table = rows()
+  outputs = [(row.file, render(row)) for row in table] + [('README.md', render_readme(table))]
+  for file, text in outputs:
+    path = os.path.join(HERE, file)
+    current = open(path, encoding='utf-8').read() if os.path.exists(path) else None
+    if current == text:
+      continue
+    if check:
+      stale.append(file)
+    else:
+      with open(path, 'w', encoding='utf-8') as f:
+        f.write(text)
+  if stale:
+    print(f'out of date: {", ".join(stale)}; run python official_configs/generate.py', file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))
