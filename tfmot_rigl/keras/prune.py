@@ -68,7 +68,10 @@ def _sparsifiable_weights(model, exclude, sparsify_depthwise):
       raise ValueError(f"Layer {layer.name!r} is already wrapped for pruning; pass the original (unwrapped) model.")
     weights = _prunable_weights(layer, sparsify_depthwise)
     if layer.name not in exclude:
-      found += [(_weight_key(layer, weights, w), layer.name, tuple(w.shape)) for w in weights]
+      keys = [_weight_key(layer, weights, w) for w in weights]
+      if len(set(keys)) < len(keys):  # sublayers built without their own name scope: number the weights instead
+        keys = [f"{layer.name}/{index}" for index in range(len(weights))]
+      found += [(key, layer.name, tuple(w.shape)) for key, w in zip(keys, weights)]
   if not found:
     raise ValueError(f"Model {model.name!r} has no sparsifiable layer (Dense, ConvND, SeparableConv, a PrunableLayer, "
                      "or DepthwiseConv2D with sparsify_depthwise=True).")
