@@ -218,3 +218,16 @@ def test_clear_errors():
     optimizer = tfmot_rigl.wrap_optimizer(keras.optimizers.Adafactor(), model)
     kernel = tfmot_rigl.sparse_wrappers(model)[0].pruning_vars[0][0]
     optimizer.apply_gradients([(tf.ones(kernel.shape), kernel)])
+
+
+def test_tfmot_pruning_summaries_callback_logs_our_masks(tmp_path):
+  model = _compiled()
+  x, y = _data()
+  model.fit(x, y, batch_size=8, epochs=2, verbose=0,
+            callbacks=[tfmot.sparsity.keras.PruningSummaries(log_dir=str(tmp_path))])
+  tags = set()
+  for path in (tmp_path / "metrics").glob("events.out.tfevents*"):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      tags.update(value.tag for value in event.summary.value)
+  assert any(tag.endswith("mask/sparsity") or "sparsity" in tag for tag in tags), tags
+  assert len([t for t in tags if "sparsity" in t]) == len(tfmot_rigl.sparse_wrappers(model))
