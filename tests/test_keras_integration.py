@@ -101,6 +101,15 @@ def test_two_replica_mirrored_strategy_matches_single_device():
   assert any(not np.array_equal(initial[n], m) for n, m in _masks(single).items())
 
 
+def test_loss_scale_optimizer_for_mixed_precision_is_supported():
+  model = _compiled(optimizer=keras.mixed_precision.LossScaleOptimizer(keras.optimizers.SGD(0.05, momentum=0.9)))
+  before = _masks(model)
+  x, y = _data()
+  model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+  assert any(not np.array_equal(before[n], m) for n, m in _masks(model).items())
+  _assert_masks_consistent(model)
+
+
 def test_strip_gives_plain_layers_with_zero_pattern_of_final_mask():
   model = _compiled()
   x, y = _data()

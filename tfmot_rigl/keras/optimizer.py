@@ -13,7 +13,6 @@ Per step, inside `apply_gradients`:
      dropped connections are zeroed with their slots. Shapes stay static, so the step compiles with XLA.
 """
 import tensorflow as tf
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 from tf_keras.src.optimizers import utils as optimizer_utils
 import tf_keras as keras
 

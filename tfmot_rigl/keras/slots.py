@@ -21,6 +21,8 @@ def check_supported(optimizer):
 
 def slot_variables(optimizer, variable):
   """The optimizer's slot variables for `variable`, each of the variable's shape. Call after the optimizer is built."""
+  # A LossScaleOptimizer (mixed precision) keeps the slots in the optimizer it wraps.
+  optimizer = getattr(optimizer, "inner_optimizer", optimizer)
   if isinstance(optimizer, keras.optimizers.legacy.Optimizer):
     slots = [optimizer.get_slot(variable, name) for name in optimizer.get_slot_names()]
   else:
