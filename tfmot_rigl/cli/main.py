@@ -18,6 +18,7 @@ from tfmot_rigl.cli import UsageError  # noqa: E402
 COMMANDS = {
     'train': ('tfmot_rigl.cli.train:main', 'train / evaluate a registered experiment (Model Garden flags)'),
     'experiments': ('tfmot_rigl.cli.train:list_experiments', 'list the registered sparse experiments'),
+    'plot': ('tfmot_rigl.cli.plot:main', 'PNG plots of a run: sparsity over steps, mask turnover, mask images'),
 }
 
 USAGE_EXIT_CODE = 2

@@ -81,6 +81,7 @@ def run(flags_obj) -> None:
   # Registers the experiments, the task and the backbones; before gin locks its config, as Model Garden's
   # train.py imports its registry first.
   from tfmot_rigl.modelgarden import task  # noqa: F401
+  from tfmot_rigl.modelgarden import summaries
 
   gin.parse_config_files_and_bindings(flags_obj.gin_file, flags_obj.gin_params)
   params = parse_experiment(flags_obj)
@@ -104,8 +105,14 @@ def run(flags_obj) -> None:
   if 'train' in mode:
     # As Model Garden: pure eval jobs do not write params.yaml, so they cannot race a training job for it.
     train_utils.serialize_config(params, model_dir)
-  train_lib.run_experiment(distribution_strategy=strategy, task=task, mode=mode, params=params,
-                           model_dir=model_dir, trainer=trainer)
+  # Progress lines, sparsity summaries, mask snapshots and the final table (tfmot_rigl.modelgarden.summaries). This is
+  # run_experiment unrolled: the reporter starts from the masks of the checkpoint the runner has just restored.
+  reporter = summaries.reporter_for_experiment(params, trainer, model_dir, mode)
+  runner = train_lib.OrbitExperimentRunner(
+      distribution_strategy=strategy, task=task, mode=mode, params=params, model_dir=model_dir, trainer=trainer,
+      train_actions=reporter.train_actions, eval_actions=reporter.eval_actions)
+  reporter.start()
+  runner.run()
   train_utils.save_gin_config(mode, model_dir)
 
 
