@@ -112,16 +112,17 @@ def _shape(shape) -> str:
 def summary_table(report: dict, masks: Mapping[str, np.ndarray], step: int, method: str,
                   accuracy: Optional[float] = None) -> str:
   """The end-of-training table: accuracy, per-kernel sparsity and the accounting totals against dense."""
-  names = list(masks) or ["(no sparsified kernel)"]
-  width = max(30, *(len(name) + 2 for name in names))
+  width = max(30, *(len(name) + 2 for name in masks)) if masks else 30
   lines = [f"Sparse training summary: {method}, step {step}",
-           f"{'test accuracy':<{width}}{_or_dash(accuracy, '.4f')}",
-           "",
-           f"{'kernel':<{width}}{'shape':>14}{'sparsity':>12}"]
-  for name, mask in masks.items():
-    lines.append(f"{name:<{width}}{_shape(mask.shape):>14}{monitoring.sparsities({name: mask})[name]:>12.4f}")
+           f"{'test accuracy':<{width}}{'not evaluated' if accuracy is None else format(accuracy, '.4f')}",
+           ""]
   if masks:
+    lines.append(f"{'kernel':<{width}}{'shape':>14}{'sparsity':>12}")
+    for name, mask in masks.items():
+      lines.append(f"{name:<{width}}{_shape(mask.shape):>14}{monitoring.sparsities({name: mask})[name]:>12.4f}")
     lines.append(f"{'all sparsified kernels':<{width}}{'':>14}{monitoring.overall_sparsity(masks):>12.4f}")
+  else:
+    lines.append("no sparsified kernels (dense training)")
   totals = report["totals"]
   rows = [("inference FLOPs / example", totals["flops"], totals["dense_flops"], totals["flops_ratio"]),
           ("model size (bytes)", totals["size_bytes"], totals["dense_size_bytes"], totals["size_ratio"])]
