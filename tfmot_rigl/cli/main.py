@@ -18,6 +18,9 @@ from tfmot_rigl.cli import UsageError  # noqa: E402
 COMMANDS = {
     'train': ('tfmot_rigl.cli.train:main', 'train / evaluate a registered experiment (Model Garden flags)'),
     'experiments': ('tfmot_rigl.cli.train:list_experiments', 'list the registered sparse experiments'),
+    'export': ('tfmot_rigl.cli.export:main', 'stripped sparse serving SavedModel from a `tfm train` checkpoint'),
+    'tflite': ('tfmot_rigl.cli.tflite:main', 'TFLite file (--sparse, --int8) from a SavedModel, size and output check'),
+    'report': ('tfmot_rigl.cli.report:main', 'per-layer sparsity, inference/training FLOPs and size vs dense'),
     'plot': ('tfmot_rigl.cli.plot:main', 'PNG plots of a run: sparsity over steps, mask turnover, mask images'),
 }
 

@@ -1,0 +1,1 @@
+"""Export of trained sparse models: stripped serving SavedModels and TFLite."""
