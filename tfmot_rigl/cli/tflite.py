@@ -1,0 +1,54 @@
+"""`tfm tflite`: a stripped sparse SavedModel (from `tfm export`) as a TFLite file (see `tfmot_rigl.export.tflite`).
+
+Prints the file size against a dense float conversion of the same SavedModel, and writes the file only after
+checking its outputs against the SavedModel's on a few random inputs. The check runs TFLite's builtin kernels
+without the XNNPACK delegate: XNNPACK's sparse kernels are off on AVX CPUs, and int8 block-sparse fully-connected
+weights under XNNPACK gave NaNs and crashes on such machines; run the file the same way.
+"""
+import sys
+from typing import List, Optional
+
+from tfmot_rigl.cli import UsageError
+from tfmot_rigl.cli import export as export_cli
+
+SYNOPSIS = '--saved_model=DIR --output=FILE.tflite [--sparse] [--int8] [--overwrite]'
+
+
+def define_flags():
+  from absl import flags
+  flags_obj = export_cli.define_flags()  # --overwrite
+  if 'saved_model' not in flags_obj:
+    flags.DEFINE_string('saved_model', None, 'SavedModel directory to convert (as written by `tfm export`).')
+    flags.DEFINE_string('output', None, 'TFLite file to write (must not exist unless --overwrite).')
+    flags.DEFINE_boolean('sparse', False, 'Store sparse kernels in TFLite\'s sparse format '
+                         '(tf.lite.Optimize.EXPERIMENTAL_SPARSITY).')
+    flags.DEFINE_boolean('int8', False, 'Dynamic-range int8 quantisation of the weights (on top of --sparse).')
+    flags.DEFINE_string('signature_key', 'serving_default', 'SavedModel signature to convert.')
+  return flags_obj
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  """`tfm tflite --saved_model=DIR --output=FILE [--sparse] [--int8]`; exit 1 if the outputs do not match."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if {'-h', '--help', '--helpshort'} & set(argv):
+    define_flags()
+    print(export_cli.usage('tflite', SYNOPSIS, modules=[sys.modules[__name__]], model_garden_flags=False))
+    print('(--overwrite: replace an existing --output.)')
+    return 0
+  with export_cli.parsed_flags('tflite', argv, define=define_flags, experiment=False) as flags_obj:
+    if not flags_obj.saved_model:
+      raise UsageError('--saved_model is required: a SavedModel directory written by `tfm export`.')
+    if not flags_obj.output:
+      raise UsageError('--output is required: the .tflite file to write.')
+    from tfmot_rigl.export import tflite
+    try:
+      result = tflite.export_tflite(flags_obj.saved_model, flags_obj.output, sparse=flags_obj.sparse,
+                                    int8=flags_obj.int8, overwrite=flags_obj.overwrite,
+                                    signature_key=flags_obj.signature_key)
+    except tflite.TfliteError as error:
+      raise UsageError(str(error)) from None
+    except tflite.OutputMismatchError as error:
+      print(f'tfm tflite: {error}', file=sys.stderr)
+      return 1
+  print(result.summary())
+  return 0

@@ -1,0 +1,195 @@
+"""TFLite conversion of a stripped sparse SavedModel, with its size against a dense conversion and an output check.
+
+`sparse=True` turns on the converter's `EXPERIMENTAL_SPARSITY` optimisation: kernels with enough zeros are stored
+in TFLite's sparse tensor format (values plus CSR-like indices; block-sparse where the zeros allow it), and ops that
+cannot compute with such a tensor get a DENSIFY op in front. `int8=True` adds dynamic-range quantisation (int8
+weights, float activations) on top.
+
+Running the converted model: on x86 CPUs with AVX, XNNPACK's sparse kernels are switched off, and int8 block-sparse
+fully-connected weights under the XNNPACK delegate gave NaNs and crashes when measured on this kind of machine, so
+every interpreter made here uses the builtin op resolver without default delegates
+(`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`): TFLite's reference kernels, which read the sparse format.
+Deployments should do the same, or test their delegate on the sparse model.
+"""
+import dataclasses
+import os
+import shutil
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+from official.modeling.hyperparams import params_dict
+
+from tfmot_rigl.export import saved_model as saved_model_lib
+
+SERVING_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+# Max |TFLite − SavedModel| over the outputs, relative to max(1, max |SavedModel output|): float conversion only
+# reorders float arithmetic; dynamic-range int8 rounds every weight to 1/127 of its row's range.
+FLOAT_TOLERANCE = 1e-4
+INT8_TOLERANCE = 0.1
+
+
+class TfliteError(ValueError):
+  """A SavedModel that cannot be converted as asked (missing, no serving signature, unknown input shape, ...)."""
+
+
+class OutputMismatchError(RuntimeError):
+  """The converted model's outputs differ from the SavedModel's by more than the tolerance."""
+
+
+@dataclasses.dataclass
+class TfliteResult:
+  """What `export_tflite` wrote and measured."""
+  path: str
+  size_bytes: int
+  dense_size_bytes: int   # a float conversion of the same SavedModel without any optimisation
+  max_abs_diff: float     # over all outputs and check inputs, TFLite vs. SavedModel
+  tolerance: float        # the bound max_abs_diff was checked against (absolute)
+  num_check_inputs: int
+  sparse: bool
+  int8: bool
+
+  @property
+  def size_ratio(self) -> float:
+    return self.size_bytes / self.dense_size_bytes
+
+  def summary(self) -> str:
+    kind = ' + '.join([name for name, on in (('sparse', self.sparse), ('int8 dynamic range', self.int8)) if on]
+                      or ['dense float'])
+    return (f'wrote {self.path} ({kind}): {self.size_bytes:,} bytes, {self.size_ratio:.3f}x the dense float TFLite '
+            f'({self.dense_size_bytes:,} bytes). Outputs match the SavedModel within {self.max_abs_diff:.2e} '
+            f'(tolerance {self.tolerance:.2e}) on {self.num_check_inputs} random inputs, run with the builtin '
+            'kernels (no XNNPACK delegate: its sparse kernels are off on AVX CPUs and its int8 block-sparse '
+            'path is unreliable).')
+
+
+def load_serving_signature(saved_model_dir: str, signature_key: str = SERVING_SIGNATURE):
+  """The SavedModel's serving function; TfliteError when there is no SavedModel or no such signature."""
+  if not tf.saved_model.contains_saved_model(saved_model_dir):
+    raise TfliteError(f'no SavedModel in {saved_model_dir!r}; export one first (`tfm export`).')
+  loaded = tf.saved_model.load(saved_model_dir)
+  if signature_key not in loaded.signatures:
+    have = ', '.join(loaded.signatures) or 'none'
+    raise TfliteError(f'SavedModel {saved_model_dir!r} has no {signature_key!r} signature (it has: {have}); export '
+                      'it with a serving signature (`tfm export`).')
+  return loaded, loaded.signatures[signature_key]
+
+
+def convert(saved_model_dir: str, *, sparse: bool = False, int8: bool = False,
+            signature_key: str = SERVING_SIGNATURE) -> bytes:
+  """The TFLite flatbuffer of one signature of a SavedModel."""
+  converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[signature_key])
+  optimizations = []
+  if sparse:
+    optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+  if int8:
+    optimizations.append(tf.lite.Optimize.DEFAULT)  # without a representative dataset: dynamic-range int8
+  converter.optimizations = optimizations
+  return converter.convert()
+
+
+def make_interpreter(model_content: bytes) -> tf.lite.Interpreter:
+  """An interpreter on TFLite's builtin kernels, without the default XNNPACK delegate (see the module docstring)."""
+  return tf.lite.Interpreter(
+      model_content=model_content,
+      experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+
+
+def _input_size_from_params(saved_model_dir: str) -> Optional[list]:
+  """task.model.input_size from the params.yaml that `tfm export` writes next to the SavedModel, if any."""
+  path = os.path.join(saved_model_dir, 'params.yaml')
+  if not os.path.isfile(path):
+    return None
+  params = params_dict.read_yaml_to_params_dict(path).as_dict()
+  return ((params.get('task') or {}).get('model') or {}).get('input_size')
+
+
+def random_inputs(signature, saved_model_dir: str, num_inputs: int, seed: int = 0) -> Dict[str, np.ndarray]:
+  """A batch of `num_inputs` random inputs for each input of `signature`.
+
+  uint8 image inputs get uniform pixels; float inputs standard normal values (the scale of normalised features).
+  Unknown image dimensions are taken from the params.yaml beside the SavedModel.
+  """
+  rng = np.random.default_rng(seed)
+  _, specs = signature.structured_input_signature
+  feeds = {}
+  for name, spec in specs.items():
+    shape = list(spec.shape)
+    if shape and shape[0] is None:
+      shape[0] = num_inputs
+    if any(d is None for d in shape):
+      input_size = _input_size_from_params(saved_model_dir)
+      if input_size is None or len(input_size) != len(shape) - 1:
+        raise TfliteError(f'input {name!r} of the SavedModel has unknown dimensions {spec.shape}; export it with '
+                          'input_type=tflite (fixed-size float features) or keep the params.yaml `tfm export` '
+                          'writes beside it.')
+      shape = [shape[0]] + [d if d is not None else s for d, s in zip(shape[1:], input_size)]
+    if spec.dtype == tf.uint8:
+      feeds[name] = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    elif spec.dtype.is_floating:
+      feeds[name] = rng.standard_normal(size=shape).astype(spec.dtype.as_numpy_dtype)
+    else:
+      raise TfliteError(f'input {name!r} has dtype {spec.dtype.name}; random check inputs are made for uint8 '
+                        'images and float features only.')
+  return feeds
+
+
+def max_output_difference(signature, model_content: bytes, feeds: Dict[str, np.ndarray],
+                          signature_key: str = SERVING_SIGNATURE):
+  """(max |TFLite − SavedModel| over all outputs, max |SavedModel output|) on `feeds`."""
+  expected = {name: value.numpy() for name, value in signature(**{k: tf.constant(v) for k, v in feeds.items()}).items()}
+  runner = make_interpreter(model_content).get_signature_runner(signature_key)
+  actual = runner(**feeds)
+  missing = sorted(set(expected) - set(actual))
+  if missing:
+    raise OutputMismatchError(f'the TFLite model lacks the outputs {missing} of the SavedModel.')
+  diff = max(float(np.max(np.abs(actual[name].astype(np.float64) - expected[name]))) for name in expected)
+  scale = max(float(np.max(np.abs(value))) for value in expected.values())
+  return diff, scale
+
+
+def _write_file(content: bytes, output: str) -> None:
+  staging = saved_model_lib.staging_directory(output)
+  try:
+    staged = os.path.join(staging, os.path.basename(output))
+    with open(staged, 'wb') as f:
+      f.write(content)
+    os.replace(staged, output)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_output_path(output: str, overwrite: bool) -> None:
+  if os.path.isdir(output):
+    raise TfliteError(f'output {output!r} is a directory; pass a file path such as model.tflite.')
+  if os.path.exists(output) and not overwrite:
+    raise TfliteError(f'output {output!r} exists; pass overwrite (--overwrite) to replace it, or choose another '
+                      'path.')
+
+
+def export_tflite(saved_model_dir: str, output: str, *, sparse: bool = False, int8: bool = False,
+                  overwrite: bool = False, num_check_inputs: int = 4,
+                  signature_key: str = SERVING_SIGNATURE) -> TfliteResult:
+  """Converts the SavedModel's serving signature to `output`, checks it against the SavedModel, reports sizes.
+
+  The file is written only when the outputs agree: within FLOAT_TOLERANCE (INT8_TOLERANCE with `int8`) of the
+  SavedModel's, relative to max(1, largest output magnitude), on `num_check_inputs` random inputs.
+
+  Raises:
+    TfliteError: no SavedModel or serving signature there, or `output` exists and `overwrite` is False.
+    OutputMismatchError: the converted model's outputs differ by more than the tolerance.
+  """
+  loaded, signature = load_serving_signature(saved_model_dir, signature_key)
+  check_output_path(output, overwrite)
+  content = convert(saved_model_dir, sparse=sparse, int8=int8, signature_key=signature_key)
+  dense_content = content if not (sparse or int8) else convert(saved_model_dir, signature_key=signature_key)
+  feeds = random_inputs(signature, saved_model_dir, num_check_inputs)
+  diff, scale = max_output_difference(signature, content, feeds, signature_key)
+  del loaded  # kept alive until here: the signature reads its variables
+  tolerance = (INT8_TOLERANCE if int8 else FLOAT_TOLERANCE) * max(1.0, scale)
+  if not diff <= tolerance:  # also catches NaN
+    raise OutputMismatchError(f'the TFLite model\'s outputs differ from the SavedModel\'s by up to {diff:.3g} '
+                              f'(tolerance {tolerance:.3g}); {output} was not written.')
+  _write_file(content, output)
+  return TfliteResult(path=output, size_bytes=len(content), dense_size_bytes=len(dense_content), max_abs_diff=diff,
+                      tolerance=tolerance, num_check_inputs=num_check_inputs, sparse=sparse, int8=int8)
