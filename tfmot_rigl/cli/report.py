@@ -1,0 +1,156 @@
+"""`tfm report`: the paper's accounting for an experiment — per-layer sparsity, FLOPs and size, totals, training FLOPs.
+
+Two sources for the masks:
+  * the config alone (no --model_dir / --checkpoint_path): the task's model is built and every sparsified kernel
+    gets its target sparsity from the distribution (methods whose masks start dense, SNIP and magnitude pruning,
+    are counted at their final sparsity);
+  * a trained run (--model_dir, or --checkpoint_path): the actual masks from its checkpoint.
+Counting is `tfmot_rigl.keras.accounting` / `tfmot_rigl.core.accounting` (MicroNet-style inference FLOPs, sparse
+model size, the paper's training FLOPs per method); this module only chooses the inputs and renders the result.
+"""
+import json
+import sys
+from typing import List, Optional
+
+import numpy as np
+
+from tfmot_rigl.cli import UsageError
+from tfmot_rigl.cli import export as export_cli
+
+SYNOPSIS = ('--experiment=NAME [--model_dir=DIR | --checkpoint_path=CKPT] [--config_file=FILE.yaml] '
+            '[--params_override=...] [--training_multiplier=1] [--json]')
+
+
+def define_flags():
+  from absl import flags
+  flags_obj = export_cli.define_flags()  # --checkpoint_path
+  if 'json' not in flags_obj:
+    flags.DEFINE_boolean('json', False, 'Print the report as JSON instead of markdown tables.')
+    flags.DEFINE_float('training_multiplier', 1.0, 'The run is an extended one, this many times the dense '
+                       'baseline\'s steps (5 for the paper\'s 5x rows, whose trainer.train_steps already holds the '
+                       'extended steps): training FLOPs are then a ratio to dense training for '
+                       'train_steps / multiplier steps, as in the paper\'s tables.')
+  return flags_obj
+
+
+def set_target_masks(model) -> None:
+  """Gives every sparsified kernel of a freshly built model its final number of nonzeros.
+
+  Masks of static, SET, RigL and SNFS are already drawn at the target; SNIP's (before its one shot) and magnitude
+  pruning's (before pruning) are dense, so they get a mask with the target's nonzero count (positions do not matter
+  to the accounting).
+  """
+  from tfmot_rigl import keras as sparse_keras
+  from tfmot_rigl.core import accounting
+  for wrapper in sparse_keras.sparse_wrappers(model):
+    for index, (_, mask, _) in enumerate(wrapper.pruning_vars):
+      if isinstance(wrapper, sparse_keras.SparseWrapper):
+        target = wrapper.sparsity_of(index)
+      else:  # TFMOT's own wrapper (magnitude pruning): every weight ends at the schedule's final sparsity
+        target = wrapper.pruning_schedule.final_sparsity
+      size = int(np.prod(mask.shape))
+      keep = accounting.sparse_kernel_nonzeros(size, target)
+      if int(np.count_nonzero(mask.numpy())) != keep:
+        flat = np.zeros(size, dtype=mask.dtype.as_numpy_dtype)
+        flat[:keep] = 1
+        mask.assign(flat.reshape(mask.shape))
+
+
+def experiment_report(params, model_dir: Optional[str] = None, checkpoint_path: Optional[str] = None,
+                      training_multiplier: float = 1.0, experiment: str = '') -> dict:
+  """The accounting report (JSON-ready dict) of an experiment, from its config or from a trained checkpoint.
+
+  Adds a 'config' section (experiment, method, distribution, target sparsity, steps, batch size, mask source) to
+  `tfmot_rigl.keras.accounting.report`'s layers / totals / training sections.
+
+  Raises:
+    tfmot_rigl.export.saved_model.ExportError: a missing or unreadable checkpoint.
+  """
+  from tfmot_rigl.export import saved_model
+  from tfmot_rigl.keras import accounting
+  if not training_multiplier > 0:
+    raise ValueError(f'training_multiplier={training_multiplier!r} must be > 0 (e.g. 5 for a 5x run).')
+  if model_dir or checkpoint_path:
+    model, source = saved_model.load_trained_model(params, model_dir, checkpoint_path)
+  else:
+    model, source = saved_model.build_sparse_model(params), 'config (masks at the distribution\'s sparsities)'
+    set_target_masks(model)
+  sparsity = params.task.sparsity
+  train_steps = params.trainer.train_steps
+  batch_size = params.task.train_data.global_batch_size
+  baseline_steps = max(1, int(round(train_steps / training_multiplier)))
+  report = accounting.report(model, method=sparsity.algorithm(), steps=baseline_steps, batch_size=batch_size,
+                             multiplier=train_steps / baseline_steps)
+  report['config'] = {
+      'experiment': experiment, 'method': sparsity.method, 'distribution': sparsity.distribution,
+      'sparsity': sparsity.sparsity, 'train_steps': train_steps, 'batch_size': batch_size,
+      'training_multiplier': training_multiplier, 'masks': source,
+  }
+  return report
+
+
+def _count(value) -> str:
+  return f'{int(round(value)):,}'
+
+
+def render_markdown(report: dict) -> str:
+  """Per conv/dense layer: kernel, sparsity, nnz, FLOPs, size; then totals as ratios to dense."""
+  config, totals = report['config'], report['totals']
+  lines = [f"## {config['experiment'] or 'experiment'}: {config['method']}, {config['distribution']} "
+           f"distribution, target sparsity {config['sparsity']:g}",
+           f"Masks from {config['masks']}.", '',
+           '| layer | kernel | sparsity | nnz | FLOPs | dense FLOPs | size (bits) |',
+           '|---|---|---:|---:|---:|---:|---:|']
+  for row in report['layers']:
+    if row['density'] is None:
+      continue  # activations, pooling, adds: in the totals, and per op in --json
+    kernel_size = int(np.prod(row['kernel_shape']))
+    lines.append(f"| {row['name']} | {'×'.join(str(d) for d in row['kernel_shape'])} | {1 - row['density']:.4f} | "
+                 f"{_count(row['density'] * kernel_size)} | {_count(row['flops'])} | {_count(row['dense_flops'])} | "
+                 f"{_count(row['size_bits'])} |")
+  lines += ['', '| total | sparse | dense | ratio to dense |', '|---|---:|---:|---:|',
+            f"| inference FLOPs / example | {_count(totals['flops'])} | {_count(totals['dense_flops'])} | "
+            f"{totals['flops_ratio']:.4f} |",
+            f"| model size (bytes) | {_count(totals['size_bytes'])} | {_count(totals['dense_size_bytes'])} | "
+            f"{totals['size_ratio']:.4f} |"]
+  training = report.get('training')
+  if training:
+    lines.append(f"| training FLOPs ({training['method']}, {training['steps']:,} steps × {training['batch_size']}) "
+                 f"| {training['total_flops']:.4e} | {training['dense_total_flops']:.4e} | "
+                 f"{training['flops_ratio']:.4f} |")
+  lines += ['', f"Kernel sparsity {totals['kernel_sparsity']:.4f} ({_count(totals['kernel_nonzeros'])} of "
+            f"{_count(totals['kernel_params'])} kernel weights nonzero). FLOPs are multiplies + adds as the MicroNet "
+            "challenge counts them (batch norm folded into the conv before it); size: 32 bits per stored value plus "
+            "a 1-bit mask per entry of a sparse kernel."]
+  if training and training['multiplier'] != 1:
+    lines.append(f"Training FLOPs are a ratio to dense training for {training['steps'] / training['multiplier']:,.0f} "
+                 f"steps ({training['multiplier']:g}x extended training).")
+  if report.get('uncounted'):
+    lines.append(f"Not counted (no counting rule): {', '.join(report['uncounted'])}.")
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  """`tfm report --experiment=NAME [--model_dir=DIR] [--json]`: markdown tables on stdout, or JSON."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if {'-h', '--help', '--helpshort'} & set(argv):
+    define_flags()
+    print(export_cli.usage('report', SYNOPSIS, modules=[sys.modules[__name__]]))
+    print('(--checkpoint_path from `tfm export` applies too: a checkpoint prefix or directory.)')
+    return 0
+  with export_cli.parsed_flags('report', argv, define=define_flags) as flags_obj:
+    if not flags_obj.training_multiplier > 0:
+      raise UsageError(f'--training_multiplier={flags_obj.training_multiplier} must be > 0 (e.g. 5 for a 5x run).')
+    params = export_cli.experiment_params(flags_obj)
+    from tfmot_rigl.export import saved_model
+    try:
+      report = experiment_report(params, flags_obj.model_dir, flags_obj.checkpoint_path,
+                                 flags_obj.training_multiplier, experiment=flags_obj.experiment)
+    except saved_model.ExportError as error:
+      raise UsageError(str(error)) from None
+    as_json = flags_obj.json
+  if as_json:
+    print(json.dumps(report, indent=2))
+  else:
+    print(render_markdown(report), end='')
+  return 0
