@@ -7,6 +7,7 @@ import glob
 import os
 import re
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -167,8 +168,10 @@ def test_tfm_train_prints_progress_and_summary_and_writes_sparsity_summaries(tmp
       "task.sparsity.update_frequency=5", "task.model.backbone.mlp.hidden_sizes=[32,16]",
       "task.train_data.global_batch_size=16", "task.train_data.shuffle_buffer_size=64",
       "task.validation_data.global_batch_size=100"])
-  assert tfm.main(["train", "--experiment=mnist_rigl", f"--model_dir={model_dir}",
-                   f"--params_override={overrides}"]) == 0
+  # `tfm train` finalises gin's config, so a second run in one process (another test's) would fail on the lock.
+  with gin.unlock_config():
+    assert tfm.main(["train", "--experiment=mnist_rigl", "--mode=train_and_eval", f"--model_dir={model_dir}",
+                     f"--params_override={overrides}"]) == 0
   out = capsys.readouterr().out
 
   progress = [PROGRESS.match(line) for line in out.splitlines() if line.startswith("sparse |")]
