@@ -1,7 +1,9 @@
 """What `tfm train` shows while and after it trains: progress lines, sparsity summaries, mask history, a final table.
 
-`SparseTrainingReporter` plugs into Model Garden's Orbit controller as one train action and one eval action
-(`train_lib.run_experiment(..., train_actions=..., eval_actions=...)`). After every train loop it
+`SparseTrainingReporter` plugs into Model Garden's Orbit controller as one train action and one eval action:
+`tfm train` builds it with `reporter_for_experiment`, hands its actions to Model Garden's `OrbitExperimentRunner`
+and calls `start()` once the runner has restored the checkpoint. What it records is set by a `MonitoringConfig`
+(taken from `task.monitoring` when the experiment config has that block). After every train loop it
   * prints one progress line (`progress_line`): step, steps/s, loss, accuracy, sparsity, drop fraction and the last
     mask-update step;
   * compares the masks with the previous loop's (`tfmot_rigl.keras.monitoring.MaskMonitor`) and writes, beside
