@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+from official.core import exp_factory
 
 import tfmot_rigl
 from tfmot_rigl.cli import main as tfm
@@ -158,3 +159,28 @@ def test_usage_errors(tmp_path, capsys):
                    f'--export_dir={tmp_path}/e']) == 2
   assert 'unknown experiment' in _one_error_line(capsys)
   assert os.listdir(tmp_path) == []
+
+
+def test_composite_blocks_are_stripped_too(tmp_path):
+  """ResNet's residual blocks are wrapped whole (several kernels per wrapper): every kernel exports plain, masked."""
+  params = exp_factory.get_exp_config('resnet_rigl')
+  params.override({'task': {'model': {'backbone': {'resnet': {'model_id': 18, 'depth_multiplier': 0.25}},
+                                      'input_size': [32, 32, 3], 'num_classes': 10}}})
+  params.validate()
+  model = saved_model.build_sparse_model(params)
+  masked = [(weight.name, weight.numpy() * mask.numpy())
+            for wrapper in tfmot_rigl.sparse_wrappers(model) for weight, mask, _ in wrapper.pruning_vars]
+  assert len(masked) > len(tfmot_rigl.sparse_wrappers(model))  # some wrappers hold several kernels
+  features = np.random.default_rng(2).standard_normal((2, 32, 32, 3)).astype(np.float32)
+  expected = model(features, training=False).numpy()
+
+  export_dir = saved_model.export_saved_model(params, str(tmp_path / 'resnet'), model=model, input_type='tflite')
+  loaded = tf.saved_model.load(export_dir)
+  values = {v.name: v.numpy() for v in loaded.model.variables}
+  assert not [n for n in values if any(marker in n for marker in WRAPPER_VARIABLE_NAMES)]
+  for name, kernel in masked:
+    np.testing.assert_array_equal(values[name], kernel)
+  zeros = sum(np.count_nonzero(values[name] == 0) for name, _ in masked)
+  assert zeros / sum(kernel.size for _, kernel in masked) > 0.75  # ERK at 80% over the wrapped kernels
+  logits = loaded.signatures['serving_default'](inputs=tf.constant(features))['logits'].numpy()
+  assert np.max(np.abs(logits - expected)) <= 1e-5
