@@ -15,6 +15,7 @@ from official.core import train_lib
 from tfmot_rigl import keras as sparse_keras
 from tfmot_rigl.core import distributions
 from tfmot_rigl.modelgarden import configs
+from tfmot_rigl.modelgarden import inputs
 from tfmot_rigl.modelgarden import task as sparse_task
 
 IMAGE_SIZE = 32
@@ -171,6 +172,16 @@ def test_mnist_input_batches_real_mnist():
   assert images.shape == (1000, 28, 28, 1) and images.dtype == tf.float32
   assert labels.shape == (1000,) and set(np.unique(labels.numpy())) == set(range(10))
   assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+
+
+def test_pad_and_crop_takes_a_window_of_the_padded_image():
+  images = tf.reshape(tf.range(2 * 6 * 6, dtype=tf.float32) + 1.0, [2, 6, 6, 1])
+  cropped, labels = inputs.random_pad_and_crop(2)(images, tf.constant([0, 1]))
+  assert cropped.shape == images.shape and labels.numpy().tolist() == [0, 1]
+  padded = np.pad(images.numpy(), [[0, 0], [2, 2], [2, 2], [0, 0]])
+  for index in range(2):
+    windows = [padded[index, y:y + 6, x:x + 6] for y in range(5) for x in range(5)]
+    assert any(np.array_equal(cropped[index].numpy(), window) for window in windows)
 
 
 def test_create_optimizer_needs_the_model_first():

@@ -151,6 +151,17 @@ def _as_list(value, field: str) -> list:
 
 
 @dataclasses.dataclass
+class SparseDataConfig(stock.DataConfig):
+  """Model Garden's classification input plus CIFAR's standard augmentation.
+
+  Attributes:
+    pad_and_crop: training only: pad each image by this many zero pixels per side (after normalisation), then crop a
+      random window of the input size, as the reference's CIFAR-10 input does (4). 0 disables it.
+  """
+  pad_and_crop: int = 0
+
+
+@dataclasses.dataclass
 class SparseImageClassificationModel(stock.ImageClassificationModel):
   """The stock classification model whose backbone may also be one of this package's (wide_resnet, mlp)."""
   backbone: backbones.SparseBackbone = dataclasses.field(
@@ -161,6 +172,8 @@ class SparseImageClassificationModel(stock.ImageClassificationModel):
 class SparseImageClassificationTask(stock.ImageClassificationTask):
   """The stock image-classification task plus a `sparsity` block."""
   model: SparseImageClassificationModel = dataclasses.field(default_factory=SparseImageClassificationModel)
+  train_data: SparseDataConfig = dataclasses.field(default_factory=lambda: SparseDataConfig(is_training=True))
+  validation_data: SparseDataConfig = dataclasses.field(default_factory=lambda: SparseDataConfig(is_training=False))
   sparsity: SparsityConfig = dataclasses.field(default_factory=SparsityConfig)
 
 
@@ -240,9 +253,9 @@ def _imagenet_task(backbone: backbones.SparseBackbone, sparsity: SparsityConfig,
           norm_activation=common.NormActivation(norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
                                                 use_sync_bn=False)),
       losses=stock.Losses(l2_weight_decay=l2_weight_decay, label_smoothing=0.1),
-      train_data=stock.DataConfig(input_path=os.path.join(IMAGENET_INPUT_PATH_BASE, 'train*'), is_training=True,
+      train_data=SparseDataConfig(input_path=os.path.join(IMAGENET_INPUT_PATH_BASE, 'train*'), is_training=True,
                                   global_batch_size=IMAGENET_BATCH_SIZE),
-      validation_data=stock.DataConfig(input_path=os.path.join(IMAGENET_INPUT_PATH_BASE, 'valid*'),
+      validation_data=SparseDataConfig(input_path=os.path.join(IMAGENET_INPUT_PATH_BASE, 'valid*'),
                                        is_training=False, global_batch_size=IMAGENET_BATCH_SIZE,
                                        drop_remainder=False),
       sparsity=sparsity)
@@ -304,6 +317,7 @@ def wrn_cifar10_rigl() -> SparseExperimentConfig:
   """WideResNet-22-2 on CIFAR-10 with the reference's settings."""
   steps_per_epoch = CIFAR10_TRAIN_EXAMPLES // CIFAR10_BATCH_SIZE
   eval_batch_size = 500
+  # The reference's augmentation: random flips and 4-pixel pad-and-crop (not the ImageNet-style area crop).
   data = dict(tfds_name='cifar10', aug_rand_hflip=True, aug_crop=False, shuffle_buffer_size=CIFAR10_TRAIN_EXAMPLES)
   return SparseExperimentConfig(
       task=SparseImageClassificationTask(
@@ -314,9 +328,9 @@ def wrn_cifar10_rigl() -> SparseExperimentConfig:
                   depth=22, width_multiplier=2)),
               norm_activation=common.NormActivation(norm_momentum=0.9, norm_epsilon=1e-5, use_sync_bn=False)),
           losses=stock.Losses(l2_weight_decay=5e-4),
-          train_data=stock.DataConfig(tfds_split='train', is_training=True, global_batch_size=CIFAR10_BATCH_SIZE,
-                                      **data),
-          validation_data=stock.DataConfig(tfds_split='test', is_training=False, global_batch_size=eval_batch_size,
+          train_data=SparseDataConfig(tfds_split='train', is_training=True, global_batch_size=CIFAR10_BATCH_SIZE,
+                                      pad_and_crop=4, **data),
+          validation_data=SparseDataConfig(tfds_split='test', is_training=False, global_batch_size=eval_batch_size,
                                            **data),
           sparsity=SparsityConfig(method='rigl', sparsity=0.9, distribution='erk')),
       trainer=_trainer(
@@ -351,9 +365,9 @@ def mnist_rigl() -> SparseExperimentConfig:
               backbone=backbones.SparseBackbone(type='mlp', mlp=backbones.MLP(hidden_sizes=[300, 100])),
               kernel_initializer='glorot_uniform'),
           losses=stock.Losses(l2_weight_decay=1e-4),
-          train_data=stock.DataConfig(tfds_name='mnist', tfds_split='train', is_training=True,
+          train_data=SparseDataConfig(tfds_name='mnist', tfds_split='train', is_training=True,
                                       global_batch_size=MNIST_BATCH_SIZE, shuffle_buffer_size=MNIST_TRAIN_EXAMPLES),
-          validation_data=stock.DataConfig(tfds_name='mnist', tfds_split='test', is_training=False,
+          validation_data=SparseDataConfig(tfds_name='mnist', tfds_split='test', is_training=False,
                                            global_batch_size=eval_batch_size),
           sparsity=SparsityConfig(method='rigl', sparsity=0.9, distribution='erk')),
       trainer=_trainer(

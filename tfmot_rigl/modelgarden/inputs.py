@@ -1,7 +1,8 @@
-"""MNIST input for the Model Garden task: the offline `mnist_dataset`, batched as Model Garden's readers batch.
+"""Inputs the stock Model Garden classification reader lacks: offline MNIST and CIFAR's pad-and-crop augmentation.
 
 Model Garden's classification reader decodes JPEG records; MNIST here comes from memory (or a prepared TFDS
-directory), so the task routes a data config whose `tfds_name` is 'mnist' to this function instead.
+directory), so the task routes a data config whose `tfds_name` is 'mnist' to `mnist_inputs` instead. The stock parser
+only knows ImageNet-style area crops, so CIFAR's "pad 4, crop 32" runs on its batches (`random_pad_and_crop`).
 """
 from typing import Optional
 
@@ -37,3 +38,14 @@ def mnist_inputs(params: cfg.DataConfig,
     dataset = dataset.repeat()
   dataset = dataset.batch(batch_size, drop_remainder=params.drop_remainder)
   return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def random_pad_and_crop(padding: int):
+  """A batch map: zero-pad each image by `padding` pixels per side, then crop a random window of the original size."""
+  def augment(images, labels):
+    window = images.shape[1:]  # static, so the model still sees fully defined shapes
+    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    cropped = tf.map_fn(lambda image: tf.image.random_crop(image, window), padded,
+                        fn_output_signature=tf.TensorSpec(window, images.dtype))
+    return cropped, labels
+  return augment

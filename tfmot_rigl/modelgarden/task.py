@@ -1,6 +1,6 @@
 """The sparse image-classification task: Model Garden's stock task with the model sparsified and the optimizer wrapped.
 
-Only three things change from `official.vision.tasks.image_classification.ImageClassificationTask`:
+Only these things change from `official.vision.tasks.image_classification.ImageClassificationTask`:
   * `build_model` sparsifies the stock model with `prune_sparse` (as Model Garden's pruning project wraps it with
     TFMOT's `prune_low_magnitude`);
   * `create_optimizer` wraps the stock optimizer with `wrap_optimizer`, so mask updates run inside the train step at
@@ -8,7 +8,8 @@ Only three things change from `official.vision.tasks.image_classification.ImageC
   * Model Garden's composite blocks (ResNet's BottleneckBlock, MobileNet's InvertedBottleneckBlock, ...) are made
     prunable as a whole, as Model Garden's pruning project does, so every kernel inside them is sparsified (each at
     its own sparsity from the distribution);
-  * `build_inputs` reads MNIST from `tfmot_rigl.data` when the data config names it.
+  * `build_inputs` reads MNIST from `tfmot_rigl.data` when the data config names it, and adds CIFAR's pad-and-crop
+    augmentation when `pad_and_crop` asks for it.
 Masks, TFMOT step counters and algorithm state are variables of the wrappers, so the trainer's checkpoint (model and
 optimizer) holds everything needed to resume.
 """
@@ -64,7 +65,10 @@ class SparseImageClassificationTask(image_classification.ImageClassificationTask
   def build_inputs(self, params, input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
     if inputs.is_mnist(params):
       return inputs.mnist_inputs(params, input_context)
-    return super().build_inputs(params, input_context)
+    dataset = super().build_inputs(params, input_context)
+    if params.is_training and getattr(params, 'pad_and_crop', 0):
+      dataset = dataset.map(inputs.random_pad_and_crop(params.pad_and_crop), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset
 
 
 def _layer_kernels(layer: keras.layers.Layer, sparsify_depthwise: bool) -> List[tf.Variable]:
