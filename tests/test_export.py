@@ -2,6 +2,7 @@
 import os
 import shutil
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -22,8 +23,10 @@ WRAPPER_VARIABLE_NAMES = ('mask', 'threshold', 'pruning_step')
 @pytest.fixture(scope='module')
 def model_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp('mnist_rigl'))
-  assert tfm.main(['train', '--experiment=mnist_rigl', f'--model_dir={path}', '--mode=train',
-                   f'--params_override={TRAIN_OVERRIDES}']) == 0
+  # `tfm train` finalises gin's config; unlocked, it runs whatever in-process `tfm train` ran before.
+  with gin.unlock_config():
+    assert tfm.main(['train', '--experiment=mnist_rigl', f'--model_dir={path}', '--mode=train',
+                     f'--params_override={TRAIN_OVERRIDES}']) == 0
   assert tf.train.latest_checkpoint(path).endswith('ckpt-20')
   return path
 
