@@ -158,13 +158,18 @@ for 97,656 steps (250 epochs), momentum 0.9, L2 5e-4. "5x" rows stretch the whol
 learning-rate boundaries; the mask-update window is a fraction of training and stretches with it). Uniform
 distributions keep the first layer dense, ERK only at 99% sparsity (as the reference code does); the MobileNet rows
 use a uniform distribution with the first layer and the depthwise kernels dense (the reference keeps depthwise
-kernels dense; `task.sparsity.sparsify_depthwise: true` sparsifies them too). Gradual magnitude pruning (TFMOT's PolynomialDecay) prunes every 1000 steps from step 20k to 75k
-with a uniform distribution, as the reference's CIFAR-10 pruning runs.
+kernels dense; `task.sparsity.sparsify_depthwise: true` sparsifies them too). Gradual magnitude pruning (TFMOT's
+PolynomialDecay) prunes every 1000 steps from step 20k to 75k with a uniform distribution, as the reference's CIFAR-10
+pruning runs. CIFAR-10 training uses the reference's augmentation: random flips and a 4-pixel pad-and-crop.
 
 Published top-1 accuracies are anchors to compare against, not results of this code: the ones marked REFERENCE.md
 are those the project's reference semantics quote; the others are from the tables of the reference code's README
 (google-research/rigl). Rows without an anchor have no number quoted here (the paper shows many of them only in
 plots).
+
+Measured with this code so far (CPU only): `tfm train --experiment=mnist_rigl --model_dir=MODEL_DIR` (the paper's
+784-300-100-10 MLP, RigL ERK 90%, 10 epochs, no YAML needed) reaches 98.13% test accuracy in 2 min 36 s on 2 CPU
+cores.
 
 This file and the YAML files are generated: edit the table in `generate.py` and run
 `python official_configs/generate.py` (`--check` verifies they are up to date).

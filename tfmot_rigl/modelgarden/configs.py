@@ -44,8 +44,9 @@ class SparsityConfig(hyperparams.Config):
     distribution: per-layer split of the global sparsity: uniform | er | erk.
     erk_power_scale: exponent on ERK's raw densities (1.0 is ERK, smaller is closer to uniform).
     first_layer_dense: keep the first sparsifiable layer dense; None is the reference's default (True for uniform).
-    custom_sparsities: per-layer overrides as 'layer_name=sparsity' strings; they leave the distribution's budget.
-    exclude: layer names never wrapped (kept dense and out of the accounting).
+    custom_sparsities: per-layer overrides as 'name=sparsity' strings, name being a layer or one kernel of a block
+      ('block/kernel', as `tfmot_rigl.model_sparsities` names them); they leave the distribution's budget.
+    exclude: names of layers never sparsified (kept dense, not wrapped).
     sparsify_depthwise: also sparsify depthwise kernels (the reference keeps them dense).
     update_frequency: ΔT, steps between mask updates (dynamic methods) or pruning steps (magnitude).
     begin_step: first update step; an int step or a float in [0, 1] meaning a fraction of total_steps.

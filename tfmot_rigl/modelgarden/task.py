@@ -79,7 +79,13 @@ def _layer_kernels(layer: keras.layers.Layer, sparsify_depthwise: bool) -> List[
     return [layer.depthwise_kernel] if sparsify_depthwise else []
   if not prune_registry.PruneRegistry.supports(layer):
     return []
-  return [getattr(layer, name) for name in prune_registry.PruneRegistry._weight_names(layer)]  # pylint: disable=protected-access
+  weight_names = prune_registry.PruneRegistry._weight_names(layer)  # pylint: disable=protected-access
+  return [getattr(layer, name) for name in weight_names]
+
+
+def _sublayers(layer: keras.layers.Layer, recursive: bool) -> List[keras.layers.Layer]:
+  """Layers a layer holds as attributes, in creation order (Keras' own traversal; no public equivalent)."""
+  return list(layer._flatten_layers(include_self=False, recursive=recursive))  # pylint: disable=protected-access
 
 
 def _is_sparsifiable_alone(layer: keras.layers.Layer) -> bool:
@@ -92,7 +98,7 @@ def _composite_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
   for layer in model.layers:
     if isinstance(layer, keras.Model):
       yield from _composite_layers(layer)
-    elif not _is_sparsifiable_alone(layer) and layer._flatten_layers(include_self=False, recursive=False):  # pylint: disable=protected-access
+    elif not _is_sparsifiable_alone(layer) and _sublayers(layer, recursive=False):
       yield layer
 
 
@@ -106,7 +112,7 @@ def make_blocks_prunable(model: keras.Model, sparsify_depthwise: bool = False) -
   """
   count = 0
   for block in _composite_layers(model):
-    kernels = [kernel for sublayer in block._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+    kernels = [kernel for sublayer in _sublayers(block, recursive=True)
                for kernel in _layer_kernels(sublayer, sparsify_depthwise)]
     if kernels:
       block.get_prunable_weights = lambda kernels=tuple(kernels): list(kernels)
