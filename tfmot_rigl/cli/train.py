@@ -29,6 +29,8 @@ def _define_flags():
 def _parse_flags(argv: Sequence[str]):
   from absl import flags
   flags_obj = _define_flags()
+  # absl keeps values from an earlier parse of the same process (e.g. a second in-process `tfm train`): start fresh.
+  flags_obj.unparse_flags()
   try:
     flags_obj(['tfm train', *argv])
   except flags.Error as error:
@@ -83,7 +85,9 @@ def run(flags_obj) -> None:
   from tfmot_rigl.modelgarden import task  # noqa: F401
   from tfmot_rigl.modelgarden import summaries
 
-  gin.parse_config_files_and_bindings(flags_obj.gin_file, flags_obj.gin_params)
+  if flags_obj.gin_file or flags_obj.gin_params:
+    # Only when asked: parsing locks gin's registry for the rest of the process.
+    gin.parse_config_files_and_bindings(flags_obj.gin_file, flags_obj.gin_params)
   params = parse_experiment(flags_obj)
   model_dir = flags_obj.model_dir
   mode = flags_obj.mode
