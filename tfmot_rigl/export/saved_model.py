@@ -17,8 +17,8 @@ import tempfile
 from typing import Optional, Tuple
 
 import tensorflow as tf
-from google.protobuf import message
 import tf_keras as keras
+from google.protobuf import message
 from official.core import config_definitions as cfg
 from official.core import export_base
 from official.core import task_factory
@@ -172,7 +172,8 @@ def export_saved_model(params: cfg.ExperimentConfig, export_dir: str, *, model_d
     export_dir: the SavedModel directory to write (with the experiment's params.yaml, as Model Garden's export).
     model_dir, checkpoint_path: where the trained weights are: a checkpoint prefix or directory (its latest), else
       the latest checkpoint in model_dir.
-    model: instead of a checkpoint, an in-memory wrapped model of this experiment (e.g. just trained).
+    model: instead of a checkpoint, an in-memory wrapped model of this experiment (e.g. just trained); as
+      `strip_sparse` does, its kernels are multiplied by their masks in place.
     input_type: the serving signature, as Model Garden's export: 'image_tensor' (uint8 images
       [batch, height, width, channels], preprocessed in the graph as in training), 'image_bytes', 'tf_example', or
       'tflite' (float32 preprocessed features [batch, *input_size]). Outputs are {'logits', 'probs'}.
