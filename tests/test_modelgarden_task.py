@@ -66,10 +66,12 @@ def tiny_experiment(name, records, sparsity=None, train_steps=2, steps_per_loop=
   return params
 
 
-def train(params, model_dir, task=None, mode='train'):
-  task = task or task_factory.get_task(params.task, logging_dir=str(model_dir))
-  model, logs = train_lib.run_experiment(distribution_strategy=tf.distribute.get_strategy(), task=task, mode=mode,
-                                         params=params, model_dir=str(model_dir))
+def train(params, model_dir, task=None, mode='train', strategy=None):
+  strategy = strategy or tf.distribute.get_strategy()
+  with strategy.scope():
+    task = task or task_factory.get_task(params.task, logging_dir=str(model_dir))
+  model, logs = train_lib.run_experiment(distribution_strategy=strategy, task=task, mode=mode, params=params,
+                                         model_dir=str(model_dir))
   return model, logs
 
 
@@ -139,6 +141,18 @@ def test_masks_change_exactly_at_update_steps_within_a_loop(method, expected_ste
   task = MaskChangeRecordingTask(params.task, max_steps=12, logging_dir=str(tmp_path))
   train(params, tmp_path, task=task)
   assert np.flatnonzero(task.changed_at.numpy()).tolist() == expected_steps
+
+
+def test_two_replicas_keep_identical_masks(jpeg_records, tmp_path):
+  # Mirrored training on the two logical CPUs of conftest: every replica must draw the same drops and grows.
+  strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+  params = tiny_experiment('mnist_rigl', jpeg_records, train_steps=4, steps_per_loop=4, sparsity={'method': 'set'})
+  model, _ = train(params, tmp_path, strategy=strategy)
+  for wrapper in sparse_keras.sparse_wrappers(model):
+    for weight, mask, _ in wrapper.pruning_vars:
+      for variable in (weight, mask):
+        first, second = (value.numpy() for value in variable.values)
+        np.testing.assert_array_equal(first, second, err_msg=variable.name)
 
 
 def test_fractional_window_uses_trainer_steps(jpeg_records):
