@@ -14,6 +14,7 @@ Deployments should do the same, or test their delegate on the sparse model.
 import dataclasses
 import os
 import shutil
+import warnings
 from typing import Dict, Optional
 
 import numpy as np
@@ -90,9 +91,13 @@ def convert(saved_model_dir: str, *, sparse: bool = False, int8: bool = False,
 
 def make_interpreter(model_content: bytes) -> tf.lite.Interpreter:
   """An interpreter on TFLite's builtin kernels, without the default XNNPACK delegate (see the module docstring)."""
-  return tf.lite.Interpreter(
-      model_content=model_content,
-      experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+  with warnings.catch_warnings():
+    # tf.lite.Interpreter warns on every first use that it moves to the ai_edge_litert package; that is TF's
+    # roadmap, not something wrong with the user's model, and it would break the one-line output of `tfm tflite`.
+    warnings.filterwarnings('ignore', category=UserWarning, module=r'tensorflow\.lite\.python\.interpreter')
+    return tf.lite.Interpreter(
+        model_content=model_content,
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 
 
 def _input_size_from_params(saved_model_dir: str) -> Optional[list]:
