@@ -145,7 +145,8 @@ def test_masks_change_exactly_at_update_steps_within_a_loop(method, expected_ste
 
 def test_two_replicas_keep_identical_masks(jpeg_records, tmp_path):
   # Mirrored training on the two logical CPUs of conftest: every replica must draw the same drops and grows.
-  strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+  # ReductionToOneDevice: no collective ops, whose instance keys clash with other MirroredStrategy tests in-process.
+  strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'], cross_device_ops=tf.distribute.ReductionToOneDevice())
   params = tiny_experiment('mnist_rigl', jpeg_records, train_steps=4, steps_per_loop=4, sparsity={'method': 'set'})
   model, _ = train(params, tmp_path, strategy=strategy)
   for wrapper in sparse_keras.sparse_wrappers(model):

@@ -82,7 +82,7 @@ def run(flags_obj) -> None:
   from official.modeling import performance
   # Registers the experiments, the task and the backbones; before gin locks its config, as Model Garden's
   # train.py imports its registry first.
-  from tfmot_rigl.modelgarden import task  # noqa: F401
+  import tfmot_rigl.modelgarden  # noqa: F401
   from tfmot_rigl.modelgarden import summaries
 
   if flags_obj.gin_file or flags_obj.gin_params:

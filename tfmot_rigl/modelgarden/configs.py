@@ -186,7 +186,7 @@ class SparseExperimentConfig(cfg.ExperimentConfig):
   def validate(self):
     super().validate()
     sparsity = self.task.sparsity
-    if sparsity.total_steps is None and self.trainer.train_steps > 0:
+    if sparsity.total_steps is None and self.trainer.train_steps > 0 and not getattr(sparsity, '_locked', False):
       # The task only sees task config, so fractional begin/end steps get the trainer's horizon here, the one
       # place (after every override, before the lock) that sees both.
       sparsity.total_steps = self.trainer.train_steps
