@@ -76,10 +76,14 @@ class _Targets:
 
 
 def _in_cross_replica(fn, *args):
-  """Calls fn(strategy, *args) in cross-replica context, from replica or cross-replica context alike."""
+  """Calls fn(strategy, *args) the way tf_keras optimizers apply their updates.
+
+  From replica context that is a `merge_call` (MirroredStrategy), or a direct call where the strategy supports
+  updates without one (as TPUStrategy does); `strategy.extended.update` then runs fn's per-variable updates.
+  """
   if tf.distribute.in_cross_replica_context():
     return fn(tf.distribute.get_strategy(), *args)
-  return tf.distribute.get_replica_context().merge_call(fn, args=args)
+  return tf.__internal__.distribute.interim.maybe_merge_call(fn, tf.distribute.get_strategy(), *args)
 
 
 def _layer_view(wrapper, index, weight, mask, grad, step, state):
