@@ -84,7 +84,8 @@ def test_two_replica_mirrored_strategy_matches_single_device():
   x, y = _data()
   devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
   assert len(devices) == 2, "conftest configures two logical CPUs"
-  strategy = tf.distribute.MirroredStrategy(devices)
+  # ReductionToOneDevice: collective all-reduce keys would clash with other two-replica tests in this process.
+  strategy = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
   with strategy.scope():
     mirrored = _compiled(tfmot_rigl.RigL(update_frequency=2, end_step=12, drop_fraction=0.5),
                          keras.optimizers.Adam(0.01))

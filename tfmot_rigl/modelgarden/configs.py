@@ -19,6 +19,7 @@ from official.vision.configs import image_classification as stock
 from tfmot_rigl import algorithms
 from tfmot_rigl.core import distributions
 from tfmot_rigl.modelgarden import backbones
+from tfmot_rigl.modelgarden import summaries
 
 METHODS = algorithms.algorithm_names()  # dense, static, set, rigl, snfs, snip, magnitude
 
@@ -176,6 +177,7 @@ class SparseImageClassificationTask(stock.ImageClassificationTask):
   train_data: SparseDataConfig = dataclasses.field(default_factory=lambda: SparseDataConfig(is_training=True))
   validation_data: SparseDataConfig = dataclasses.field(default_factory=lambda: SparseDataConfig(is_training=False))
   sparsity: SparsityConfig = dataclasses.field(default_factory=SparsityConfig)
+  monitoring: summaries.MonitoringConfig = dataclasses.field(default_factory=summaries.MonitoringConfig)
 
 
 @dataclasses.dataclass
@@ -210,13 +212,13 @@ def _stepwise_sgd(base_lr: float, boundaries: List[int], multipliers: List[float
 
 
 def _trainer(train_steps: int, steps_per_loop: int, validation_steps: int, optimizer_config,
-             max_to_keep: int = 5) -> cfg.TrainerConfig:
+             max_to_keep: int = 5, every_n_loops: int = 1) -> cfg.TrainerConfig:
   return cfg.TrainerConfig(
       train_steps=train_steps,
       steps_per_loop=steps_per_loop,
       summary_interval=steps_per_loop,
-      checkpoint_interval=steps_per_loop,
-      validation_interval=steps_per_loop,
+      checkpoint_interval=steps_per_loop * every_n_loops,
+      validation_interval=steps_per_loop * every_n_loops,
       validation_steps=validation_steps,
       max_to_keep=max_to_keep,
       best_checkpoint_eval_metric='accuracy',
@@ -378,8 +380,10 @@ def mnist_rigl() -> SparseExperimentConfig:
           validation_data=SparseDataConfig(tfds_name='mnist', tfds_split='test', is_training=False,
                                            global_batch_size=eval_batch_size),
           sparsity=SparsityConfig(method='rigl', sparsity=0.9, distribution='erk')),
+      # One loop per mask update (ΔT = 100), so each update gets its own progress line and summaries;
+      # evaluation and checkpoints stay once per epoch.
       trainer=_trainer(
-          train_steps=train_steps, steps_per_loop=steps_per_epoch,
+          train_steps=train_steps, steps_per_loop=100, every_n_loops=steps_per_epoch // 100,
           validation_steps=MNIST_TEST_EXAMPLES // eval_batch_size,
           optimizer_config=_stepwise_sgd(base_lr=0.2, boundaries=[int(0.5 * train_steps), int(0.75 * train_steps)],
                                          multipliers=[1.0, 1 / 3, 1 / 9])),
