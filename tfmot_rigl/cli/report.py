@@ -15,6 +15,7 @@ from typing import List, Optional
 import numpy as np
 
 from tfmot_rigl.cli import UsageError
+from tfmot_rigl.core import accounting as core_accounting
 from tfmot_rigl.cli import export as export_cli
 
 SYNOPSIS = ('--experiment=NAME [--model_dir=DIR | --checkpoint_path=CKPT] [--config_file=FILE.yaml] '
@@ -89,45 +90,12 @@ def experiment_report(params, model_dir: Optional[str] = None, checkpoint_path: 
   return report
 
 
-def _count(value) -> str:
-  return f'{int(round(value)):,}'
-
-
 def render_markdown(report: dict) -> str:
-  """Per conv/dense layer: kernel, sparsity, nnz, FLOPs, size; then totals as ratios to dense."""
-  config, totals = report['config'], report['totals']
-  lines = [f"## {config['experiment'] or 'experiment'}: {config['method']}, {config['distribution']} "
-           f"distribution, target sparsity {config['sparsity']:g}",
-           f"Masks from {config['masks']}.", '',
-           '| layer | kernel | sparsity | nnz | FLOPs | dense FLOPs | size (bits) |',
-           '|---|---|---:|---:|---:|---:|---:|']
-  for row in report['layers']:
-    if row['density'] is None:
-      continue  # activations, pooling, adds: in the totals, and per op in --json
-    kernel_size = int(np.prod(row['kernel_shape']))
-    lines.append(f"| {row['name']} | {'×'.join(str(d) for d in row['kernel_shape'])} | {1 - row['density']:.4f} | "
-                 f"{_count(row['density'] * kernel_size)} | {_count(row['flops'])} | {_count(row['dense_flops'])} | "
-                 f"{_count(row['size_bits'])} |")
-  lines += ['', '| total | sparse | dense | ratio to dense |', '|---|---:|---:|---:|',
-            f"| inference FLOPs / example | {_count(totals['flops'])} | {_count(totals['dense_flops'])} | "
-            f"{totals['flops_ratio']:.4f} |",
-            f"| model size (bytes) | {_count(totals['size_bytes'])} | {_count(totals['dense_size_bytes'])} | "
-            f"{totals['size_ratio']:.4f} |"]
-  training = report.get('training')
-  if training:
-    lines.append(f"| training FLOPs ({training['method']}, {training['steps']:,} steps × {training['batch_size']}) "
-                 f"| {training['total_flops']:.4e} | {training['dense_total_flops']:.4e} | "
-                 f"{training['flops_ratio']:.4f} |")
-  lines += ['', f"Kernel sparsity {totals['kernel_sparsity']:.4f} ({_count(totals['kernel_nonzeros'])} of "
-            f"{_count(totals['kernel_params'])} kernel weights nonzero). FLOPs are multiplies + adds as the MicroNet "
-            "challenge counts them (batch norm folded into the conv before it); size: 32 bits per stored value plus "
-            "a 1-bit mask per entry of a sparse kernel."]
-  if training and training['multiplier'] != 1:
-    lines.append(f"Training FLOPs are a ratio to dense training for {training['steps'] / training['multiplier']:,.0f} "
-                 f"steps ({training['multiplier']:g}x extended training).")
-  if report.get('uncounted'):
-    lines.append(f"Not counted (no counting rule): {', '.join(report['uncounted'])}.")
-  return '\n'.join(lines) + '\n'
+  """A heading naming the experiment and where the masks came from, then the accounting's kernel tables."""
+  config = report['config']
+  return (f"## {config['experiment'] or 'experiment'}: {config['method']}, {config['distribution']} distribution, "
+          f"target sparsity {config['sparsity']:g}\nMasks from {config['masks']}.\n\n"
+          + core_accounting.render_markdown(report, kernels_only=True))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -384,12 +384,25 @@ def _fmt(value) -> str:
   return f"{int(value):,}"
 
 
-def render_markdown(report: dict) -> str:
-  """The report as markdown: a per-layer table, then totals with ratios to dense."""
-  lines = ["| layer | kind | kernel | output | density | params | nonzeros | FLOPs | dense FLOPs | size (bits) |",
-           "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+def render_markdown(report: dict, kernels_only: bool = False) -> str:
+  """The report as markdown: a per-layer table, then totals with ratios to dense.
+
+  With `kernels_only`, the layer table lists only conv/dense kernels (sparsity, nnz, FLOPs, size) — the view of
+  `tfm report`; other ops still count in the totals and appear in the JSON report.
+  """
+  if kernels_only:
+    lines = ["| layer | kernel | sparsity | nnz | FLOPs | dense FLOPs | size (bits) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+  else:
+    lines = ["| layer | kind | kernel | output | density | params | nonzeros | FLOPs | dense FLOPs | size (bits) |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
   for row in report["layers"]:
     kernel = "×".join(str(d) for d in row["kernel_shape"])
+    if kernels_only:
+      if row["density"] is not None:
+        lines.append(f"| {row['name']} | {kernel} | {1 - row['density']:.4f} | {_fmt(row['nonzero_params'])} | "
+                     f"{_fmt(row['flops'])} | {_fmt(row['dense_flops'])} | {_fmt(row['size_bits'])} |")
+      continue
     output = "×".join(str(d) for d in row["output_shape"])
     density = "" if row["density"] is None else f"{row['density']:.4f}"
     lines.append(f"| {row['name']} | {row['kind']} | {kernel} | {output} | {density} | {_fmt(row['params'])} | "
@@ -412,7 +425,11 @@ def render_markdown(report: dict) -> str:
                  f"{training['flops_ratio']:.4f} |")
   lines += ["", f"Kernel sparsity {totals['kernel_sparsity']:.4f} ({_fmt(totals['kernel_nonzeros'])} of "
             f"{_fmt(totals['kernel_params'])} kernel weights nonzero). FLOPs are multiplies + adds as the MicroNet "
-            "Challenge counting code counts them, batch norm folded where it follows a conv/dense."]
+            "Challenge counting code counts them, batch norm folded where it follows a conv/dense; size: 32 bits per "
+            "stored value plus a 1-bit mask per entry of a sparse kernel."]
+  if training and training["multiplier"] != 1:
+    lines.append(f"Training FLOPs are a ratio to dense training for {training['steps'] / training['multiplier']:,.0f} "
+                 f"steps ({training['multiplier']:g}x extended training).")
   if report.get("uncounted"):
     lines.append(f"Not counted (no counting rule): {', '.join(report['uncounted'])}.")
   return "\n".join(lines) + "\n"

@@ -61,8 +61,24 @@ def wide_resnet_blocks_per_group(depth: int) -> int:
   return (depth - 4) // 6
 
 
+class _FunctionalBackbone(keras.Model):
+  """What Model Garden expects of a backbone beyond the functional graph: its config and its output specs."""
+
+  def get_config(self):
+    return dict(self._config_dict)
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    return cls(**config)
+
+  @property
+  def output_specs(self):
+    """A dict of {level: TensorShape} pairs for the model output."""
+    return self._output_specs
+
+
 @keras.utils.register_keras_serializable(package="tfmot_rigl")
-class WideResNetBackbone(keras.Model):
+class WideResNetBackbone(_FunctionalBackbone):
   """WideResNet for 32x32 inputs, with pre-activation basic blocks.
 
   Stem: 3x3 conv, 16 channels. Then three groups of n = (depth - 4) / 6 blocks with 16k, 32k, 64k channels and
@@ -175,25 +191,13 @@ class WideResNetBackbone(keras.Model):
     x = self._conv(x, filters, 3, 1, name=f"{name}_conv2")
     return layers.Add(name=f"{name}_add")([shortcut, x])
 
-  def get_config(self):
-    return dict(self._config_dict)
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    return cls(**config)
-
-  @property
-  def output_specs(self):
-    """A dict of {level: TensorShape} pairs for the model output."""
-    return self._output_specs
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # MLP
 
 
 @keras.utils.register_keras_serializable(package="tfmot_rigl")
-class MLPBackbone(keras.Model):
+class MLPBackbone(_FunctionalBackbone):
   """Flatten, then Dense + activation per hidden size (Dense layers named hidden_1, hidden_2, ...).
 
   The single endpoint '1' is the last hidden activation reshaped to [batch, 1, 1, units]: Model Garden's
@@ -250,18 +254,6 @@ class MLPBackbone(keras.Model):
 
     self._output_specs = {level: endpoints[level].get_shape() for level in endpoints}
     super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
-
-  def get_config(self):
-    return dict(self._config_dict)
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    return cls(**config)
-
-  @property
-  def output_specs(self):
-    """A dict of {level: TensorShape} pairs for the model output."""
-    return self._output_specs
 
 
 # ----------------------------------------------------------------------------------------------------------------------
