@@ -1,5 +1,4 @@
 """prune_sparse + wrap_optimizer as users drive them: fit, custom loops, XLA, replicas, strip, save and restore."""
-import os
 
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """LeNet-300-100 on real MNIST with RigL at 90% ERK: one epoch, clearly better than chance, sparsity 0.90 ± 0.005."""
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
 
 import tfmot_rigl
