@@ -12,6 +12,8 @@ from typing import List, Optional
 
 # TFMOT supports Keras 2 only; this must be set before TensorFlow is first imported by any subcommand.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+# TensorFlow's C++ INFO/WARNING start-up lines (oneDNN, CPU features) would bury the command's own output.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from tfmot_rigl.cli import UsageError  # noqa: E402
 
