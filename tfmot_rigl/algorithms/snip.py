@@ -2,10 +2,11 @@
 import tensorflow as tf
 
 from tfmot_rigl.algorithms import base
+from tfmot_rigl.algorithms import static
 
 
 @base.register
-class SNIP(base.SparseAlgorithm):
+class SNIP(static.Static):
   """Masks start dense; at step 0 each layer keeps its top (1 − s_l)·N_l connections by |g ⊙ w|, then stays fixed.
 
   The scoring batch is the first training batch, seen by the wrapped optimizer, so `fit`, custom loops and the Model
@@ -15,13 +16,6 @@ class SNIP(base.SparseAlgorithm):
   """
 
   name = "snip"
-  dynamic = False
-
-  def __init__(self, seed_offset: int = 0):
-    super().__init__(seed_offset=seed_offset)
-
-  def get_config(self):
-    return {"seed_offset": self.seed_offset}
 
   def initial_mask(self, shape, sparsity, seed):
     return tf.ones(shape, tf.float32)
