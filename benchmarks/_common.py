@@ -3,9 +3,12 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Benchmark the tfmot_rigl of the checkout this script sits in (also a copy of an older commit), not an installed one.
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
@@ -20,8 +23,22 @@ def lenet_300_100(seed=0):
   return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
 
 
+def cpu_model():
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+  except OSError:
+    names = []
+  return names[0] if names else platform.processor() or "unknown CPU"
+
+
 def machine():
-  return f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
+  return f"{platform.machine()} {cpu_model()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
+
+
+def quick_output(name):
+  """Where a --quick smoke run writes its table: a temp dir, so that smoke runs never overwrite docs/results."""
+  return os.path.join(tempfile.gettempdir(), "tfmot_rigl_benchmarks", f"{name}_quick.md")
 
 
 def write_table(path, title, header, rows, notes=()):
@@ -38,3 +55,4 @@ def write_table(path, title, header, rows, notes=()):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
       f.write(text)
+    print(f"wrote {path}")

@@ -1,0 +1,182 @@
+"""Test accuracy of every method on LeNet-300-100 / MNIST with one fixed recipe, over seeds: mean ± std.
+
+Recipe (issue 11): inputs /255, SGD momentum 0.9, learning rate 0.1 with cosine decay to 0, batch 128, 20 epochs of
+468 steps (the last partial batch of each epoch dropped), all three kernels sparsified, ΔT = 100, α = 0.3 with cosine
+anneal, updates end at 75% of training, new connections start at zero; magnitude pruning (TFMOT's PolynomialDecay)
+from 10% to 75% of training, every 100 steps. Layer sparsities follow ERK. Each seed seeds the initial weights, the
+masks, the updates' randomness and the order of the training examples, so two runs with the same seed and code see
+the same data in the same order.
+
+Usage: python benchmarks/accuracy.py [--seeds 0,1,2] [--sparsities 0.8,0.9,0.95,0.98] [--jobs 1]
+       python benchmarks/accuracy.py --quick        # smoke run: 30 steps, one seed, dense and RigL
+Writes a markdown table (docs/results/accuracy.md) and the raw runs as JSON next to it; `--baseline OLD.json` adds
+the change in mean accuracy against an earlier run of this script (e.g. on the code before a change).
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import time
+
+import numpy as np
+
+from _common import keras, lenet_300_100, quick_output, tf, write_table
+
+import tfmot_rigl  # noqa: E402
+from tfmot_rigl.data import mnist  # noqa: E402
+
+BATCH_SIZE = 128
+STEPS_PER_EPOCH = 60000 // BATCH_SIZE  # 468: the last partial batch is dropped
+METHODS = ("dense", "static", "set", "snfs", "snip", "rigl", "magnitude")
+KERNELS = ("fc1", "fc2", "logits")
+
+
+def algorithm_for(method, update_frequency):
+  if method == "magnitude":
+    return tfmot_rigl.make_algorithm("magnitude", update_frequency=update_frequency, begin_step=0.1, end_step=0.75)
+  return tfmot_rigl.make_algorithm(method, update_frequency=update_frequency, begin_step=0, end_step=0.75,
+                                   drop_fraction=0.3, drop_fraction_anneal="cosine", grow_init="zeros")
+
+
+def kernel_sparsities(model):
+  """{kernel: fraction of exact zeros} of the trained network as it computes (masks applied, wrappers stripped)."""
+  plain = tfmot_rigl.strip_sparse(model) if tfmot_rigl.sparse_wrappers(model) else model
+  return {layer.name: float(np.mean(layer.kernel.numpy() == 0)) for layer in plain.layers
+          if layer.name in KERNELS}
+
+
+def train_and_evaluate(method, sparsity, seed, epochs, steps_per_epoch, update_frequency):
+  """One run of the recipe; returns a dict with test accuracy, per-kernel sparsity and wall time."""
+  arrays = mnist.load_bundled_mnist()
+  images, labels = tf.constant(arrays["train_images"]), tf.constant(arrays["train_labels"].astype(np.int32))
+  total = epochs * steps_per_epoch
+  model = lenet_300_100(seed)
+  optimizer = keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.1, total), momentum=0.9)
+  if method != "dense":
+    model = tfmot_rigl.prune_sparse(model, algorithm_for(method, update_frequency), sparsity=sparsity,
+                                    distribution="erk", seed=seed, total_steps=total)
+    optimizer = tfmot_rigl.wrap_optimizer(optimizer, model)
+  loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+  @tf.function
+  def train_step(indices):
+    x = tf.cast(tf.gather(images, indices), tf.float32)[..., None] / 255.0
+    y = tf.gather(labels, indices)
+    with tf.GradientTape() as tape:
+      loss = loss_fn(y, model(x, training=True))
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+    return loss
+
+  order = np.random.RandomState(seed)
+  start = time.perf_counter()
+  for _ in range(epochs):
+    batches = order.permutation(len(arrays["train_labels"]))[:steps_per_epoch * BATCH_SIZE]
+    for indices in batches.reshape(steps_per_epoch, BATCH_SIZE).astype(np.int32):
+      loss = train_step(tf.constant(indices))
+  loss = float(loss)
+  wall = time.perf_counter() - start
+  if not np.isfinite(loss):
+    raise RuntimeError(f"{method} at sparsity {sparsity}, seed {seed}: training diverged (loss {loss})")
+  test_images = tf.constant(arrays["test_images"], tf.float32)[..., None] / 255.0
+  logits = model.predict(test_images, batch_size=1000, verbose=0)
+  accuracy = float(np.mean(np.argmax(logits, axis=1) == arrays["test_labels"]))
+  return {"method": method, "sparsity": sparsity, "seed": seed, "steps": total, "accuracy": accuracy,
+          "kernel_sparsity": kernel_sparsities(model), "wall_s": wall}
+
+
+def _run(args):
+  return train_and_evaluate(*args)
+
+
+def _mean_std(values):
+  values = np.asarray(values) * 100
+  return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}"
+
+
+def summarize(runs, baseline=None):
+  """Table rows, one per (method, sparsity), and the largest accuracy loss against `baseline` runs (or None)."""
+  groups = {}
+  for run in runs:
+    groups.setdefault((run["method"], run["sparsity"]), []).append(run)
+  old = {}
+  for run in baseline or []:
+    old.setdefault((run["method"], run["sparsity"]), {})[run["seed"]] = run["accuracy"]
+  rows, worst = [], None
+  for (method, sparsity), group in groups.items():
+    group.sort(key=lambda r: r["seed"])
+    accuracies = [r["accuracy"] for r in group]
+    per_kernel = " / ".join(f"{np.mean([r['kernel_sparsity'][k] for r in group]):.3f}" for k in KERNELS)
+    row = [method, "–" if method == "dense" else f"{sparsity:.2f}", _mean_std(accuracies),
+           " ".join(f"{a * 100:.2f}" for a in accuracies), per_kernel, f"{np.mean([r['wall_s'] for r in group]):.0f}"]
+    if baseline is not None:
+      before = [old.get((method, sparsity), {}).get(r["seed"]) for r in group]
+      if None in before:
+        row.append("no baseline")
+      else:
+        delta = (np.mean(accuracies) - np.mean(before)) * 100
+        worst = delta if worst is None else min(worst, delta)
+        row.append(f"{delta:+.2f}")
+    rows.append(row)
+  return rows, worst
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--sparsities", default="0.8,0.9,0.95,0.98")
+  parser.add_argument("--methods", default=",".join(METHODS))
+  parser.add_argument("--epochs", type=int, default=20)
+  parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (each gets its own TF)")
+  parser.add_argument("--baseline", help="JSON written by an earlier run of this script, to compare against")
+  parser.add_argument("--quick", action="store_true", help="smoke run: 30 steps, ΔT = 5, one seed, dense and RigL")
+  parser.add_argument("--output", help="markdown table path (default docs/results/accuracy.md; --quick: a temp dir)")
+  args = parser.parse_args()
+  methods = args.methods.split(",")
+  unknown = sorted(set(methods) - set(METHODS))
+  if unknown:
+    parser.error(f"unknown method(s) {unknown}; choose from {','.join(METHODS)}")
+  seeds = [int(s) for s in args.seeds.split(",")]
+  sparsities = [float(s) for s in args.sparsities.split(",")]
+  epochs, steps_per_epoch, update_frequency = args.epochs, STEPS_PER_EPOCH, 100
+  if args.quick:
+    seeds, sparsities, methods = seeds[:1], [0.9], ["dense", "rigl"]
+    epochs, steps_per_epoch, update_frequency = 1, 30, 5
+  output = args.output or (quick_output("accuracy") if args.quick else "docs/results/accuracy.md")
+  # Dense does not depend on the sparsity: one run per seed.
+  configs = [(method, 0.0 if method == "dense" else sparsity, seed, epochs, steps_per_epoch, update_frequency)
+             for method in methods for sparsity in ([sparsities[0]] if method == "dense" else sparsities)
+             for seed in seeds]
+  start = time.perf_counter()
+  if args.jobs > 1:
+    with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
+      runs = pool.map(_run, configs, chunksize=1)
+  else:
+    runs = []
+    for config in configs:
+      runs.append(train_and_evaluate(*config))
+      print(f"{config[0]} s={config[1]} seed={config[2]}: {runs[-1]['accuracy'] * 100:.2f}% "
+            f"in {runs[-1]['wall_s']:.0f} s", flush=True)
+  total_wall = time.perf_counter() - start
+  baseline = None
+  if args.baseline:
+    with open(args.baseline, encoding="utf-8") as f:
+      baseline = json.load(f)["runs"]
+  rows, worst = summarize(runs, baseline)
+  header = ["method", "sparsity (ERK)", "test acc % (mean ± std)", "per seed", "fc1 / fc2 / logits sparsity",
+            "train s per run"] + (["Δ mean acc vs baseline"] if baseline is not None else [])
+  notes = [f"{len(seeds)} seed(s) ({','.join(map(str, seeds))}); {epochs} epoch(s) of {steps_per_epoch} steps at "
+           f"batch {BATCH_SIZE}; ΔT = {update_frequency}. std is the sample standard deviation over seeds.",
+           "Sparsity columns are the fraction of exact zeros in each trained kernel (fc1 784×300, fc2 300×100, "
+           "logits 100×10); ERK keeps a kernel dense when its share would exceed 100%.",
+           f"Whole benchmark: {total_wall / 60:.1f} min wall with --jobs {args.jobs} ({len(configs)} runs)."]
+  if baseline is not None:
+    notes.append(f"Baseline: {args.baseline}. Largest loss of mean accuracy: "
+                 f"{-worst if worst is not None and worst < 0 else 0.0:.2f} points.")
+  write_table(output, f"LeNet-300-100 on MNIST: accuracy of every method ({epochs} epochs, "
+              f"{len(seeds)} seed(s))", header, rows, notes)
+  with open(os.path.splitext(output)[0] + ".json", "w", encoding="utf-8") as f:
+    json.dump({"runs": runs, "total_wall_s": total_wall}, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
