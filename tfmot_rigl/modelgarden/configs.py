@@ -168,6 +168,9 @@ class SparseImageClassificationModel(stock.ImageClassificationModel):
   """The stock classification model whose backbone may also be one of this package's (wide_resnet, mlp)."""
   backbone: backbones.SparseBackbone = dataclasses.field(
       default_factory=lambda: backbones.SparseBackbone(type='resnet', resnet=stock_backbones.ResNet()))
+  # Compute what the TF1 reference networks compute (fixed padding of strided convolutions; ReLU in MobileNets):
+  # set by `tfm import-checkpoint` for the published RigL checkpoints (tfmot_rigl.modelgarden.tf1_reference).
+  match_tf1_reference: bool = False
 
 
 @dataclasses.dataclass

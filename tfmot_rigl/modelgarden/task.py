@@ -26,6 +26,8 @@ from tensorflow_model_optimization.python.core.sparsity.keras import prune_regis
 from tfmot_rigl import keras as sparse_keras
 from tfmot_rigl.modelgarden import configs
 from tfmot_rigl.modelgarden import inputs
+from tfmot_rigl.modelgarden import resume
+from tfmot_rigl.modelgarden import tf1_reference
 
 
 @task_factory.register_task_cls(configs.SparseImageClassificationTask)
@@ -45,6 +47,9 @@ class SparseImageClassificationTask(image_classification.ImageClassificationTask
     sparsity.validate()
     make_blocks_prunable(model, sparsify_depthwise=sparsity.sparsify_depthwise)
     sparse_model = sparse_keras.prune_sparse(model, algorithm=sparsity.algorithm(), **sparsity.prune_kwargs())
+    if self.task_config.model.match_tf1_reference:
+      tf1_reference.match_tf1_reference(
+          sparse_model, relu_activations=self.task_config.model.backbone.type == 'mobilenet')
     wrappers = sparse_keras.sparse_wrappers(sparse_model)
     logging.info('Sparse training with %s: %d of %d kernels sparsified: %s', sparsity.algorithm(), len(wrappers),
                  len([w for w in model.weights if w.name.endswith('kernel:0')]),
@@ -64,7 +69,9 @@ class SparseImageClassificationTask(image_classification.ImageClassificationTask
 
   def build_inputs(self, params, input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
     if inputs.is_mnist(params):
-      return inputs.mnist_inputs(params, input_context)
+      # The run's seed orders the data, and a restart continues the stream at the restored checkpoint's step.
+      start_step = resume.restored_step(self.logging_dir) if params.is_training else 0
+      return inputs.mnist_inputs(params, input_context, seed=self.task_config.sparsity.seed, start_step=start_step)
     dataset = super().build_inputs(params, input_context)
     if params.is_training and getattr(params, 'pad_and_crop', 0):
       dataset = dataset.map(inputs.random_pad_and_crop(params.pad_and_crop), num_parallel_calls=tf.data.AUTOTUNE)
