@@ -7,11 +7,18 @@ optimizer: after the normal update, at update steps, each layer drops and grows 
 
 Per step, inside `apply_gradients`:
   1. gradients are all-reduced across replicas (once, here), so scores and masks agree on every replica;
-  2. the inner optimizer applies the gradients masked by M (inactive weights and their slots stay zero);
+  2. the inner optimizer applies the gradients with inactive entries set to zero, so inactive weights and their
+     slots stay exactly zero (the forward pass needs no W ⊙ M re-assignment, and compiles with XLA);
   3. per-step algorithm state (SNFS's gradient EMA) is updated from the dense gradients;
   4. at an update step the masks change, new connections get `grow_init` values and reset optimizer slots, and
-     dropped connections are zeroed with their slots. Shapes stay static, so the step compiles with XLA.
+     dropped connections are zeroed with their slots and moving averages. Shapes stay static, so the step compiles
+     with XLA.
+A layer whose gradient or weights are not finite (NaN/Inf) keeps its mask and state for that step: the update is
+skipped and counted in the wrapper's `skipped_updates`; under a `LossScaleOptimizer`, a step whose weight update the
+loss scaling skipped also skips every mask update.
 """
+import weakref
+
 import tensorflow as tf
 from tf_keras.src.optimizers import utils as optimizer_utils
 import tf_keras as keras
@@ -42,27 +49,26 @@ class _SparseTrainingOptimizer:
     ours = [w for w in self._sparse_wrappers if isinstance(w, SparseWrapper)]
     masks = {id(weight): mask for w in ours for weight, mask, _ in w.pruning_vars}
     dense_grads = {id(v): tf.convert_to_tensor(g) for g, v in grads_and_vars if id(v) in masks and g is not None}
+    step_finite = _loss_scale_step_is_finite(self, grads_and_vars)
     if any(w.algorithm.name == "snip" for w in ours):
       # SNIP scores |g ⊙ w| with the weights *before* this first step, so its one shot runs ahead of the update.
-      _in_cross_replica(self._per_layer_update, step, dense_grads, _snip_update_fn)
-    # The inner optimizer sees M ⊙ g: inactive weights and their slots stay exactly zero between updates.
-    masked = [(g * tf.cast(masks[id(v)], g.dtype) if id(v) in dense_grads else g, v) for g, v in grads_and_vars]
-    if isinstance(self, keras.optimizers.legacy.Optimizer):
-      result = super().apply_gradients(masked, name=name, experimental_aggregate_gradients=False, **kwargs)
-    else:
-      result = super().apply_gradients(masked, name=name, skip_gradients_aggregation=True, **kwargs)
+      _in_cross_replica(self._per_layer_update, step, dense_grads, step_finite, _snip_update_fn)
+    # The inner optimizer sees g with inactive entries zeroed (tf.where, not M ⊙ g: a NaN gradient must not reach an
+    # inactive weight): inactive weights and their slots stay exactly zero between updates.
+    masked = [(_masked_gradient(g, masks[id(v)]) if id(v) in dense_grads else g, v) for g, v in grads_and_vars]
+    result = _apply_inner(self, masked, name, kwargs)
     # Program order (automatic control dependencies) puts the mask update after the inner update.
-    _in_cross_replica(self._per_layer_update, step, dense_grads, _drop_and_grow_update_fn)
+    _in_cross_replica(self._per_layer_update, step, dense_grads, step_finite, _drop_and_grow_update_fn)
     return result
 
-  def _per_layer_update(self, strategy, step, dense_grads, make_update_fn):
+  def _per_layer_update(self, strategy, step, dense_grads, step_finite, make_update_fn):
     """Runs in cross-replica context; `strategy.extended.update` runs each layer's update on every device."""
     for wrapper in self._sparse_wrappers:
       if isinstance(wrapper, SparseWrapper):
         for index, (weight, mask, _) in enumerate(wrapper.pruning_vars):
           if id(weight) in dense_grads:
             strategy.extended.update(weight, make_update_fn(self, wrapper, index, mask),
-                                     args=(dense_grads[id(weight)], step))
+                                     args=(dense_grads[id(weight)], step, step_finite))
       if make_update_fn is _drop_and_grow_update_fn:
         # The step count after this step; for TFMOT's own wrapper (magnitude pruning) this is exactly where its
         # UpdatePruningStep callback would put it before the next batch.
@@ -71,15 +77,46 @@ class _SparseTrainingOptimizer:
 
 
 class _Targets:
-  def __init__(self, wrappers):
+  def __init__(self, wrappers, model):
     self.wrappers = tuple(wrappers)
+    self.model = weakref.ref(model)
+
+
+def _masked_gradient(grad, mask):
+  return tf.where(tf.cast(mask, tf.bool), grad, tf.zeros_like(grad))
+
+
+def _apply_inner(optimizer, grads_and_vars, name, kwargs):
+  """The user's optimizer's own update, told not to aggregate again (the gradients are all-reduced already)."""
+  if hasattr(optimizer, "update_average") and hasattr(optimizer, "_optimizer"):
+    # Model Garden's ExponentialMovingAverage: its apply_gradients would let the optimizer it wraps all-reduce again.
+    result = optimizer._optimizer.apply_gradients(grads_and_vars, name, experimental_aggregate_gradients=False)
+    _in_cross_replica(lambda strategy: optimizer.update_average(strategy))
+    return result
+  parent = super(_SparseTrainingOptimizer, optimizer)
+  if isinstance(optimizer, keras.optimizers.legacy.Optimizer):
+    return parent.apply_gradients(grads_and_vars, name=name, experimental_aggregate_gradients=False, **kwargs)
+  return parent.apply_gradients(grads_and_vars, name=name, skip_gradients_aggregation=True, **kwargs)
+
+
+def _all_finite(tensor):
+  return tf.reduce_all(tf.math.is_finite(tensor))
+
+
+def _loss_scale_step_is_finite(optimizer, grads_and_vars):
+  """Under a LossScaleOptimizer: whether it applies this step (all gradients finite, as it decides); else True."""
+  if getattr(optimizer, "inner_optimizer", None) is None:
+    return tf.constant(True)
+  grads = [g for g, _ in grads_and_vars if g is not None]
+  return tf.reduce_all([_all_finite(tf.convert_to_tensor(g)) for g in grads]) if grads else tf.constant(True)
 
 
 def _in_cross_replica(fn, *args):
   """Calls fn(strategy, *args) the way tf_keras optimizers apply their updates.
 
   From replica context that is a `merge_call` (MirroredStrategy), or a direct call where the strategy supports
-  updates without one (as TPUStrategy does); `strategy.extended.update` then runs fn's per-variable updates.
+  updates without one (as TPUStrategy does, and MirroredStrategy on GPUs inside XLA); `strategy.extended.update`
+  then runs fn's per-variable updates.
   """
   if tf.distribute.in_cross_replica_context():
     return fn(tf.distribute.get_strategy(), *args)
@@ -98,7 +135,7 @@ def _snip_update_fn(optimizer, wrapper, index, mask):
   del optimizer  # before the first step there is no optimizer state to reset
   sparsity = wrapper.sparsity_of(index)
 
-  def update(weight, grad, step):
+  def update(weight, grad, step, step_finite):
     def one_shot():
       layer = _layer_view(wrapper, index, weight, mask, grad, step, {})
       keep = distributions.nonzeros(weight.shape.num_elements(), sparsity)
@@ -107,9 +144,11 @@ def _snip_update_fn(optimizer, wrapper, index, mask):
       weight.assign(weight * tf.cast(new_mask, weight.dtype))
       return tf.constant(True)
 
-    # Only while the mask is still dense: masks set beforehand by apply_snip (or restored) are left alone.
+    # Only while the mask is still dense: masks set beforehand by apply_snip (or restored) are left alone. A first
+    # batch with non-finite gradients is not scored; the next finite one is (the mask is still dense then).
     still_dense = tf.equal(tf.reduce_sum(tf.cast(mask, tf.int64)), weight.shape.num_elements())
-    return tf.cond(tf.logical_and(tf.equal(step, 0), still_dense), one_shot, lambda: tf.constant(False))
+    finite = tf.logical_and(step_finite, tf.logical_and(_all_finite(grad), _all_finite(weight)))
+    return tf.cond(tf.logical_and(still_dense, finite), one_shot, lambda: tf.constant(False))
 
   return update
 
@@ -119,26 +158,41 @@ def _drop_and_grow_update_fn(optimizer, wrapper, index, mask):
   algorithm = wrapper.algorithm
   schedule = wrapper.pruning_schedule
   state = wrapper.state[index]
-  slots = slot_lookup.slot_variables(optimizer, wrapper.pruning_vars[index][0]) if algorithm.dynamic else []
+  kernel = wrapper.pruning_vars[index][0]
+  slots = slot_lookup.slot_variables(optimizer, kernel) if algorithm.dynamic else []
+  averages = slot_lookup.moving_averages(optimizer, kernel) if algorithm.dynamic else []
 
-  def update(weight, grad, step):
-    new_state = algorithm.update_state({name: var.read_value() for name, var in state.items()}, grad)
-    for name, var in state.items():
-      var.assign(new_state[name])
+  def update(weight, grad, step, step_finite):
+    finite = tf.logical_and(step_finite, tf.logical_and(_all_finite(grad), _all_finite(weight)))
+    if state:
+      old_state = {name: var.read_value() for name, var in state.items()}
+      new_state = algorithm.update_state(old_state, grad)
+      for name, var in state.items():  # a non-finite gradient would poison the EMA for good: skip it
+        var.assign(tf.where(finite, new_state[name], old_state[name]))
+    else:
+      new_state = {}
 
     def drop_and_grow():
       layer = _layer_view(wrapper, index, weight, mask, grad, step, new_state)
       new_mask, new_connections = algorithm.update_mask(layer, schedule.drop_fraction_at(step))
       new_mask = tf.cast(new_mask, weight.dtype)
-      weight.assign(tf.where(new_connections, algorithm.grow_values(layer), weight * new_mask))
+      new_weight = tf.where(new_connections, algorithm.grow_values(layer), weight * new_mask)
+      weight.assign(new_weight)
       for slot in slots:
         slot.assign(tf.where(new_connections, algorithm.new_slot_values(layer, slot), slot * new_mask))
+      for average in averages:  # moving averages used for evaluation follow the weights
+        average.assign(tf.where(new_connections, tf.cast(new_weight, average.dtype), average * new_mask))
       mask.assign(tf.cast(new_mask, mask.dtype))
       return tf.constant(True)
 
+    def skip():
+      wrapper.skipped_updates.assign_add(1)
+      return tf.constant(False)
+
     if not algorithm.dynamic:
       return tf.constant(False)
-    return tf.cond(schedule.is_update_step(step), drop_and_grow, lambda: tf.constant(False))
+    return tf.cond(schedule.is_update_step(step),
+                   lambda: tf.cond(finite, drop_and_grow, skip), lambda: tf.constant(False))
 
   return update
 
@@ -148,19 +202,28 @@ def wrap_optimizer(optimizer, model):
 
   The optimizer object is kept (hyperparameters, iterations, slots) and its class becomes a subclass of its own
   class that runs the mask updates in `apply_gradients`; it is still an instance of e.g. `SGD`, and serialises as it.
-  Returns the same optimizer, for chaining into `model.compile(optimizer=...)`.
+  Returns the same optimizer, for chaining into `model.compile(optimizer=...)`. One optimizer drives one model:
+  wrapping it again for another model is an error (make a new optimizer for that model).
   """
   slot_lookup.check_supported(optimizer)
   wrappers = sparse_wrappers(model)
   if not wrappers:
     raise ValueError(f"Model {model.name!r} has no sparse layers; call tfmot_rigl.prune_sparse(model, ...) first and "
                      "wrap the optimizer with the model it returns.")
+  previous = getattr(optimizer, "_sparse_targets", None)
+  if previous is not None and {id(w) for w in previous.wrappers} != {id(w) for w in wrappers}:
+    other = previous.model()
+    raise ValueError(f"This optimizer already drives sparse training of model "
+                     f"{other.name if other is not None else '(deleted)'!r}; one optimizer cannot update the masks "
+                     f"of two models: create a new optimizer for model {model.name!r} and wrap that one.")
   cls = type(optimizer)
   if not issubclass(cls, _SparseTrainingOptimizer):
     sparse_cls = type(cls.__name__, (_SparseTrainingOptimizer, cls), {"__module__": cls.__module__,
                                                                          "__qualname__": cls.__qualname__})
     optimizer.__class__ = sparse_cls
-  optimizer._sparse_targets = _Targets(wrappers)
+  optimizer._sparse_targets = _Targets(wrappers, model)
   for wrapper in wrappers:
     wrapper.pruning_step.assign(tf.cast(optimizer.iterations, tf.int64))
+    if isinstance(wrapper, SparseWrapper):
+      wrapper.attach_optimizer(optimizer)
   return optimizer

@@ -2,6 +2,9 @@
 
 Both kinds of tf_keras optimizer occur in practice (Model Garden builds either): the "new" optimizers keep each slot
 kind in a list indexed by `_index_dict[_var_key(var)]`; legacy `OptimizerV2` ones answer `get_slot(var, name)`.
+Optimizers that wrap another (LossScaleOptimizer, Model Garden's ExponentialMovingAverage) keep the slots in the inner
+one. Moving averages of the weights (tf_keras `use_ema`, Model Garden's EMA) are found separately: they are swapped in
+for evaluation, so they must follow the weights, not be reset like slots.
 """
 import tf_keras as keras
 import tensorflow as tf
@@ -21,8 +24,7 @@ def check_supported(optimizer):
 
 def slot_variables(optimizer, variable):
   """The optimizer's slot variables for `variable`, each of the variable's shape. Call after the optimizer is built."""
-  # A LossScaleOptimizer (mixed precision) keeps the slots in the optimizer it wraps.
-  optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+  optimizer = _innermost(optimizer)
   if isinstance(optimizer, keras.optimizers.legacy.Optimizer):
     slots = [optimizer.get_slot(variable, name) for name in optimizer.get_slot_names()]
   else:
@@ -37,3 +39,34 @@ def slot_variables(optimizer, variable):
                        f"{slot.shape}, not that of {variable.name} {variable.shape} (factored optimizers such as "
                        "Adafactor are not supported); use SGD, Adam or RMSprop.")
   return slots
+
+
+def _innermost(optimizer):
+  """The optimizer holding the slots: through LossScaleOptimizer (`inner_optimizer`) and Model Garden's EMA."""
+  while True:
+    if getattr(optimizer, "inner_optimizer", None) is not None:
+      optimizer = optimizer.inner_optimizer
+    elif _is_model_garden_ema(optimizer):
+      optimizer = optimizer._optimizer
+    else:
+      return optimizer
+
+
+def _is_model_garden_ema(optimizer):
+  return hasattr(optimizer, "update_average") and hasattr(optimizer, "_average_weights") and hasattr(
+      optimizer, "_optimizer")
+
+
+def moving_averages(optimizer, variable):
+  """Moving averages of `variable` kept by the optimizer (or an optimizer it wraps) for evaluation; often none."""
+  found = []
+  while optimizer is not None:
+    if _is_model_garden_ema(optimizer) and optimizer._average_weights is not None:
+      found += [average for average, weight in zip(optimizer._average_weights, optimizer._model_weights)
+                if weight is variable]
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if isinstance(optimizer, keras.optimizers.Optimizer) and getattr(optimizer, "use_ema", False) and averages:
+      found.append(averages[optimizer._index_dict[optimizer._var_key(variable)]])
+    optimizer = getattr(optimizer, "inner_optimizer", None) or (
+        optimizer._optimizer if _is_model_garden_ema(optimizer) else None)
+  return found

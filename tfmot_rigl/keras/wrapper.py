@@ -5,9 +5,13 @@ working unchanged. What differs from TFMOT's wrapper:
   * masks start from the algorithm's initial mask (random at the layer's sparsity, or dense for SNIP), not all ones;
   * the forward pass neither counts steps nor asserts that TFMOT's UpdatePruningStep callback ran: the step is the
     optimizer's, kept in `pruning_step` by the wrapped optimizer, so custom loops need no callback;
+  * the forward pass does not re-assign W ⊙ M to the kernel each step (TFMOT's `weight_mask_op`, a `merge_call` that
+    an XLA-compiled step cannot make, and a float32 multiply that breaks mixed precision): inactive weights are kept
+    exactly zero by the wrapped optimizer instead, so the layer computes with W = W ⊙ M as it is;
   * per-layer algorithm state (e.g. SNFS's gradient EMA) lives here, so checkpoints and SavedModels carry it.
 """
 import inspect
+import weakref
 
 import tensorflow as tf
 import tf_keras as keras
@@ -40,6 +44,21 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
     self.layer_index = int(layer_index)
     self.state = []  # per prunable weight: {state name: variable}
     self.initial_weights = []
+    self._optimizer_ref = None  # set by wrap_optimizer; a weak reference, so the layer does not track it
+
+  def attach_optimizer(self, optimizer):
+    """Called by `wrap_optimizer`: this layer's masks are now updated by `optimizer`."""
+    self._optimizer_ref = weakref.ref(optimizer)
+
+  def _check_sparse_optimizer(self, training):
+    """A training pass with no wrapped optimizer is an error: nothing would keep inactive weights at zero."""
+    if training is not True:
+      return
+    if self._optimizer_ref is None or self._optimizer_ref() is None:
+      raise ValueError(
+          f"Layer {self.layer.name!r} is being trained, but no optimizer drives its sparse training: pass the "
+          "optimizer through tfmot_rigl.wrap_optimizer(optimizer, model) before compiling or training (without it "
+          "masks never change and inactive weights would be trained back to non-zero).")
 
   def layer_seed(self, step, purpose: int = 0):
     """int32 [2] stateless seed for (run seed + offset, this layer, purpose, step)."""
@@ -69,11 +88,14 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
           name: self.add_weight(f"{name}_{index}", shape=weight.shape, initializer="zeros", dtype=weight.dtype,
                                 trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
           for name in self.algorithm.state_names()})
+    # Mask updates skipped because this layer's gradient or weights were not finite (NaN/Inf) at an update step.
+    self.skipped_updates = self.add_weight("skipped_updates", shape=(), initializer="zeros", dtype=tf.int64,
+                                           trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
   def call(self, inputs, training=None, **kwargs):
-    # The network computes with W ⊙ M. (TFMOT's step counting and magnitude re-thresholding are left out on purpose;
-    # see the module docstring.)
-    self.add_update(self.pruning_obj.weight_mask_op())
+    # The kernel already is W ⊙ M (see the module docstring); TFMOT's step counting, magnitude re-thresholding and
+    # per-step mask re-assignment are left out on purpose.
+    self._check_sparse_optimizer(training)
     if "training" in inspect.getfullargspec(self.layer.call).args:
       return self.layer.call(inputs, training=training, **kwargs)
     return self.layer.call(inputs, **kwargs)
