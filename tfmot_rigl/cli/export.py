@@ -71,14 +71,34 @@ def experiment_params(flags_obj):
     raise UsageError(f'--model_dir {flags_obj.model_dir!r} does not exist; pass the model_dir of a `tfm train` run.')
   config_files = list(flags_obj.config_file or [])
   saved = os.path.join(flags_obj.model_dir, PARAMS_FILE) if flags_obj.model_dir else None
+  from tfmot_rigl.modelgarden import task  # noqa: F401  (registers the experiments and the task)
   if saved and os.path.isfile(saved):
     config_files.insert(0, saved)
-  from tfmot_rigl.modelgarden import task  # noqa: F401  (registers the experiments and the task)
+    _check_same_experiment(flags_obj.experiment, flags_obj.model_dir, saved)
   # Model Garden's parser reads these attributes of its flags object; a copy keeps the parsed flags as given.
   parser_flags = argparse.Namespace(experiment=flags_obj.experiment, config_file=config_files,
                                     params_override=flags_obj.params_override, tpu=flags_obj.tpu,
                                     tf_data_service=flags_obj.tf_data_service)
   return train.parse_experiment(parser_flags)
+
+
+def _check_same_experiment(experiment: str, model_dir: str, saved_params: str) -> None:
+  """--experiment must be the one model_dir was trained as: its params.yaml would otherwise silently win."""
+  from official.core import exp_factory
+  from official.modeling import hyperparams
+  from tfmot_rigl.modelgarden import configs
+  from tfmot_rigl.modelgarden import resume
+  try:
+    resume.check_same_experiment(model_dir, experiment)
+    if resume.saved_experiment(model_dir) is None and experiment in configs.EXPERIMENTS:
+      # A model_dir from before the experiment name was recorded: the model must at least be the experiment's.
+      saved_type = hyperparams.read_yaml_to_params_dict(saved_params).as_dict()['task']['model']['backbone']['type']
+      expected_type = exp_factory.get_exp_config(experiment).task.model.backbone.type
+      if saved_type != expected_type:
+        raise resume.ResumeError(f'--model_dir {model_dir} holds a {saved_type} model, not the {expected_type} model '
+                                 f'of experiment {experiment!r}; pass the --experiment it was trained as.')
+  except resume.ResumeError as error:
+    raise UsageError(str(error)) from None
 
 
 def usage(command: str, synopsis: str, modules=(), model_garden_flags: bool = True) -> str:

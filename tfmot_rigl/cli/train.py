@@ -13,6 +13,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from tfmot_rigl.cli import UsageError
+from tfmot_rigl.cli import run_checks
 
 DEFAULT_MODE = 'train_and_eval'
 _MISSING_KEY = re.compile(r"The key '([^']+)' does not exist in <class '(?:[\w.]+\.)?(\w+)'>")
@@ -32,9 +33,11 @@ def _parse_flags(argv: Sequence[str]):
   # absl keeps values from an earlier parse of the same process (e.g. a second in-process `tfm train`): start fresh.
   flags_obj.unparse_flags()
   try:
-    flags_obj(['tfm train', *argv])
+    rest = flags_obj(['tfm train', *argv])
   except flags.Error as error:
     raise UsageError(str(error)) from None
+  if len(rest) > 1:
+    raise UsageError(f'unexpected argument(s) {" ".join(rest[1:])!r}; every option is a --flag=value.')
   if not flags_obj.experiment:
     raise UsageError('--experiment is required; `tfm experiments` lists the registered sparse experiments.')
   if not flags_obj.model_dir:
@@ -57,19 +60,36 @@ def _config_error(error: Exception) -> str:
   return str(message).splitlines()[0] if str(message) else type(error).__name__
 
 
-def parse_experiment(flags_obj):
-  """The validated, locked ExperimentConfig for the flags (Model Garden's `parse_configuration`)."""
+def parse_experiment(flags_obj, mode: str = ''):
+  """The validated, locked ExperimentConfig for the flags (Model Garden's `parse_configuration`).
+
+  The config sources are read first (`run_checks`), so a malformed YAML file or override, a value of the wrong
+  type, a non-finite number or a bad step count is one line naming the flag and the key.
+  """
   from official.core import train_utils
   from tfmot_rigl.modelgarden import configs
-  try:
-    return train_utils.parse_configuration(flags_obj)
-  except LookupError as error:
-    if isinstance(error, KeyError) and _MISSING_KEY.search(str(error.args[0] if error.args else '')):
-      raise UsageError(_config_error(error)) from None
+  if flags_obj.experiment not in configs.EXPERIMENTS:
     raise UsageError(f'unknown experiment {flags_obj.experiment!r}; registered sparse experiments: '
-                     f"{', '.join(sorted(configs.EXPERIMENTS))}.") from None
+                     f"{', '.join(sorted(configs.EXPERIMENTS))}.")
+  sources = run_checks.config_sources(flags_obj)
+  run_checks.check_finite(sources)
+  run_checks.check_types(flags_obj.experiment, sources)
+  try:
+    params = train_utils.ExperimentParser(flags_obj).parse()
+  except KeyError as error:
+    if _MISSING_KEY.search(str(error.args[0] if error.args else '')):
+      raise UsageError(_config_error(error)) from None
+    raise
   except (ValueError, TypeError, AttributeError) as error:
+    raise UsageError(run_checks.bad_value(flags_obj.experiment, sources) or _config_error(error)) from None
+  run_checks.check_train_steps(params, mode or 'train')
+  run_checks.check_strategy(params)
+  try:
+    params.validate()
+  except (ValueError, TypeError, AttributeError, KeyError) as error:
     raise UsageError(_config_error(error)) from None
+  params.lock()
+  return params
 
 
 def run(flags_obj) -> None:
@@ -83,32 +103,51 @@ def run(flags_obj) -> None:
   # Registers the experiments, the task and the backbones; before gin locks its config, as Model Garden's
   # train.py imports its registry first.
   import tfmot_rigl.modelgarden  # noqa: F401
+  from tfmot_rigl.modelgarden import resume
+  import tf_keras as keras
+  from tfmot_rigl.modelgarden import inputs
   from tfmot_rigl.modelgarden import summaries
 
   if flags_obj.gin_file or flags_obj.gin_params:
     # Only when asked: parsing locks gin's registry for the rest of the process.
     gin.parse_config_files_and_bindings(flags_obj.gin_file, flags_obj.gin_params)
-  params = parse_experiment(flags_obj)
   model_dir = flags_obj.model_dir
   mode = flags_obj.mode
+  run_checks.check_model_dir(model_dir)
+  params = parse_experiment(flags_obj, mode)
+  latest = _check_resume(params, model_dir, flags_obj.experiment)
+  for data in (params.task.train_data, params.task.validation_data):
+    try:
+      inputs.check_data(data, 'task.train_data' if data.is_training else 'task.validation_data')
+    except ValueError as error:
+      raise UsageError(str(error)) from None
   if params.runtime.mixed_precision_dtype:
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
-  strategy = distribute_utils.get_distribution_strategy(
-      distribution_strategy=params.runtime.distribution_strategy, all_reduce_alg=params.runtime.all_reduce_alg,
-      num_gpus=params.runtime.num_gpus, tpu_address=params.runtime.tpu)
+  try:
+    strategy = distribute_utils.get_distribution_strategy(
+        distribution_strategy=params.runtime.distribution_strategy, all_reduce_alg=params.runtime.all_reduce_alg,
+        num_gpus=params.runtime.num_gpus, tpu_address=params.runtime.tpu)
+  except ValueError as error:
+    raise UsageError(f'runtime: {_config_error(error)}') from None
+  # One seed for the whole run: weight initialisation here, the data order and every mask draw from the same
+  # task.sparsity.seed, so that two runs, or a run and its resumption, train on the same numbers.
+  keras.utils.set_random_seed(params.task.sparsity.seed)
   with strategy.scope():
     task = task_factory.get_task(params.task, logging_dir=model_dir)
     try:
       # Built here rather than inside run_experiment so that a config the model cannot honour (e.g. an unknown layer
-      # in custom_sparsities) is reported as bad input before anything is written to model_dir.
+      # in custom_sparsities) or unreadable data is reported as bad input before anything is written to model_dir.
       trainer = train_utils.create_trainer(
           params, task, train='train' in mode, evaluate='eval' in mode,
           checkpoint_exporter=train_lib.maybe_create_best_ckpt_exporter(params, model_dir))
     except ValueError as error:
       raise UsageError(_config_error(error)) from None
+    if latest:
+      _check_checkpoint_fits(trainer, latest, model_dir)
   if 'train' in mode:
     # As Model Garden: pure eval jobs do not write params.yaml, so they cannot race a training job for it.
     train_utils.serialize_config(params, model_dir)
+    resume.record_experiment(model_dir, flags_obj.experiment)
   # Progress lines, sparsity summaries, mask snapshots and the final table (tfmot_rigl.modelgarden.summaries). This is
   # run_experiment unrolled: the reporter starts from the masks of the checkpoint the runner has just restored.
   reporter = summaries.reporter_for_experiment(params, trainer, model_dir, mode)
@@ -118,6 +157,32 @@ def run(flags_obj) -> None:
   reporter.start()
   runner.run()
   train_utils.save_gin_config(mode, model_dir)
+
+
+def _check_resume(params, model_dir: str, experiment: str) -> Optional[str]:
+  """The checkpoint a restart restores, after checking it may be resumed by this config and is readable."""
+  from tfmot_rigl.modelgarden import resume
+  try:
+    resume.check_restart(params, model_dir, experiment)
+    return resume.check_latest_checkpoint(model_dir)
+  except resume.ResumeError as error:
+    raise UsageError(str(error)) from None
+
+
+def _check_checkpoint_fits(trainer, latest: str, model_dir: str) -> None:
+  """Refuses a checkpoint of another model (params.yaml deleted or edited): a shape or a variable it lacks."""
+  import tensorflow as tf
+  status = None
+  try:
+    status = trainer.checkpoint.read(latest)
+    status.assert_existing_objects_matched()
+  except (AssertionError, ValueError, tf.errors.OpError) as error:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    raise UsageError(f'the latest checkpoint {latest} was made for another model ({reason[:200]}); pass a new '
+                     f'--model_dir, or delete {model_dir} to start fresh.') from None
+  finally:
+    if status is not None:
+      status.expect_partial()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

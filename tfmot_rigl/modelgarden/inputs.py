@@ -18,25 +18,44 @@ def is_mnist(params: cfg.DataConfig) -> bool:
   return params.tfds_name == MNIST_TFDS_NAME
 
 
-def mnist_inputs(params: cfg.DataConfig,
-                 input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+def mnist_inputs(params: cfg.DataConfig, input_context: Optional[tf.distribute.InputContext] = None,
+                 seed: Optional[int] = None, start_step: int = 0) -> tf.data.Dataset:
   """Batches of (image float32 [b, 28, 28, 1] in [0, 1], label int32 [b]); training data shuffled and repeated.
 
   Labels stay integers: the task one-hot encodes them itself when its loss asks for it (`losses.one_hot`).
+
+  Training batches are a deterministic function of the seed (`params.seed`, else `seed`) and the step: every input
+  pipeline shuffles the same stream into global batches and takes its own slice of each, so step k sees the same
+  examples with one worker or many, and a run resumed at `start_step` (the restored checkpoint's step) skips the
+  batches already trained on instead of replaying the data from the start.
   """
   split = params.tfds_split or ('train' if params.is_training else 'test')
   dataset = mnist.mnist_dataset(split, data_dir=params.tfds_data_dir or None)
-  batch_size = params.global_batch_size
+  global_batch_size = params.global_batch_size
+  batch_size = global_batch_size
+  pipelines, pipeline_id = 1, 0
   if input_context:
-    batch_size = input_context.get_per_replica_batch_size(batch_size)
-    if input_context.num_input_pipelines > 1:
-      dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-  if params.is_training:
-    dataset = dataset.shuffle(max(params.shuffle_buffer_size, batch_size), seed=params.seed,
-                              reshuffle_each_iteration=True)
-    # The Orbit train loop draws a fixed number of steps from one iterator, as Model Garden's readers expect.
-    dataset = dataset.repeat()
-  dataset = dataset.batch(batch_size, drop_remainder=params.drop_remainder)
+    batch_size = input_context.get_per_replica_batch_size(global_batch_size)
+    pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+  if not params.is_training:
+    if pipelines > 1:
+      dataset = dataset.shard(pipelines, pipeline_id)
+    dataset = dataset.batch(batch_size, drop_remainder=params.drop_remainder)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+  if global_batch_size % pipelines:
+    raise ValueError(f'task.train_data.global_batch_size={global_batch_size} must be divisible by the '
+                     f'{pipelines} input pipelines (workers).')
+  seed = params.seed if params.seed is not None else seed
+  dataset = dataset.shuffle(max(params.shuffle_buffer_size, global_batch_size), seed=seed,
+                            reshuffle_each_iteration=True)
+  # The Orbit train loop draws a fixed number of steps from one iterator, as Model Garden's readers expect.
+  dataset = dataset.repeat().skip(start_step * global_batch_size).batch(global_batch_size, drop_remainder=True)
+  if pipelines > 1:
+    share = global_batch_size // pipelines
+    dataset = dataset.map(lambda images, labels: (images[pipeline_id * share:(pipeline_id + 1) * share],
+                                                  labels[pipeline_id * share:(pipeline_id + 1) * share]))
+  if batch_size != global_batch_size // pipelines:  # several replicas on this worker: one batch each per step
+    dataset = dataset.unbatch().batch(batch_size, drop_remainder=True)
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -49,3 +68,30 @@ def random_pad_and_crop(padding: int):
                         fn_output_signature=tf.TensorSpec(window, images.dtype))
     return cropped, labels
   return augment
+
+
+def check_data(params: cfg.DataConfig, what: str) -> None:
+  """ValueError (one line) when the data of a data config cannot be read; run before anything is written.
+
+  MNIST from a TFDS data_dir: its metadata and every record are checked (`tfmot_rigl.data.mnist`). TFRecord input
+  (`input_path`, not TFDS): the files must exist and the first record of the first file must read (a full scan of
+  ImageNet would take an hour); a wrong path or a file of another format is caught here. `what` names the block.
+  """
+  if is_mnist(params):
+    if params.tfds_data_dir:
+      split = params.tfds_split or ('train' if params.is_training else 'test')
+      mnist.mnist_dataset(split, data_dir=params.tfds_data_dir)
+    return
+  if params.tfds_name or not params.input_path:
+    return
+  patterns = params.input_path if isinstance(params.input_path, (list, tuple)) else str(params.input_path).split(',')
+  files = [f for pattern in patterns if pattern for f in sorted(tf.io.gfile.glob(pattern))]
+  if not files:
+    raise ValueError(f'{what}.input_path={params.input_path!r} matches no file; point it at TFRecord files '
+                     '(e.g. /data/imagenet/train*).')
+  try:
+    next(iter(tf.data.TFRecordDataset(files[0]).take(1)), None)
+  except tf.errors.OpError as error:
+    reason = str(error.message).strip().splitlines()[0].split('}} ')[-1].split(' [Op:')[0]
+    raise ValueError(f"{what}.input_path file '{files[0]}' is not a readable TFRecord file ({reason}); point "
+                     'input_path at TFRecord files.') from None

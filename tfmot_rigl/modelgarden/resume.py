@@ -1,0 +1,173 @@
+"""Restarting a run on its model_dir: what must not change, whether the latest checkpoint is readable, and its step.
+
+Model Garden's trainer restores the latest checkpoint of model_dir whatever the config now says, so a restart with
+another method, sparsity, distribution or model would restore weights and masks into a model they were not trained
+for (or silently leave parts of it at their random initialisation). `incompatible_change` names the first such
+difference between model_dir's params.yaml and the new config; `check_latest_checkpoint` reads every tensor of the
+checkpoint a restart would restore, so a truncated or corrupt file is reported before training starts; and
+`restored_step` is the step that checkpoint holds, from which the training input continues (`tfmot_rigl.modelgarden
+.inputs`) so that a resumed run sees exactly the batches an uninterrupted one would.
+"""
+import glob
+import os
+from typing import Any, Iterator, List, Mapping, Optional, Tuple
+
+import tensorflow as tf
+from official.modeling import hyperparams
+
+PARAMS_FILE = 'params.yaml'
+# The experiment name `tfm train` ran, beside params.yaml (which does not record it).
+EXPERIMENT_FILE = 'experiment.txt'
+# The trainer checkpoint's step counter (Model Garden's `tf.train.Checkpoint(global_step=...)`).
+GLOBAL_STEP_KEY = 'global_step/.ATTRIBUTES/VARIABLE_VALUE'
+
+# Fields that decide which model is trained and which weights it keeps: a checkpoint made under other values holds
+# weights and masks of another model. Everything else (steps, learning rate, evaluation, update schedule) may change
+# between restarts.
+IDENTITY_FIELDS = (
+    'task.sparsity.method', 'task.sparsity.sparsity', 'task.sparsity.distribution', 'task.sparsity.erk_power_scale',
+    'task.sparsity.first_layer_dense', 'task.sparsity.custom_sparsities', 'task.sparsity.exclude',
+    'task.sparsity.sparsify_depthwise', 'task.model',
+)
+
+
+class ResumeError(ValueError):
+  """model_dir cannot be resumed by this run; the message is one line saying why and what to do."""
+
+
+def _get(tree: Mapping[str, Any], path: str) -> Any:
+  for key in path.split('.'):
+    if not isinstance(tree, Mapping) or key not in tree:
+      return None
+    tree = tree[key]
+  return tree
+
+
+def _leaves(value: Any, path: str) -> Iterator[Tuple[str, Any]]:
+  if isinstance(value, Mapping):
+    for key in sorted(value):
+      yield from _leaves(value[key], f'{path}.{key}')
+  else:
+    yield path, value
+
+
+def _normalised(value: Any) -> Any:
+  # YAML gives lists where the config has tuples, and ints where a float field holds an integral value.
+  if isinstance(value, (list, tuple)):
+    return [_normalised(v) for v in value]
+  if isinstance(value, bool) or value is None:
+    return value
+  if isinstance(value, (int, float)):
+    return float(value)
+  return value
+
+
+def incompatible_change(saved: Mapping[str, Any], new: Mapping[str, Any]) -> Optional[Tuple[str, Any, Any]]:
+  """(field, saved value, new value) of the first IDENTITY_FIELDS leaf that differs, or None."""
+  for field in IDENTITY_FIELDS:
+    saved_leaves = dict(_leaves(_get(saved, field), field))
+    new_leaves = dict(_leaves(_get(new, field), field))
+    for path in sorted(set(saved_leaves) | set(new_leaves)):
+      if _normalised(saved_leaves.get(path)) != _normalised(new_leaves.get(path)):
+        return path, saved_leaves.get(path), new_leaves.get(path)
+  return None
+
+
+def _start_fresh(model_dir: str) -> str:
+  return f'pass a new --model_dir, or delete {model_dir} to start fresh'
+
+
+def saved_experiment(model_dir: str) -> Optional[str]:
+  """The experiment name `tfm train` recorded in model_dir, or None (not a `tfm train` model_dir, or an old one)."""
+  path = os.path.join(model_dir, EXPERIMENT_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return f.read().strip() or None
+
+
+def record_experiment(model_dir: str, experiment: str) -> None:
+  with tf.io.gfile.GFile(os.path.join(model_dir, EXPERIMENT_FILE), 'w') as f:
+    f.write(experiment + '\n')
+
+
+def check_same_experiment(model_dir: str, experiment: str) -> None:
+  """Raises ResumeError when model_dir was trained by `tfm train` under another experiment name."""
+  saved = saved_experiment(model_dir)
+  if saved and saved != experiment:
+    raise ResumeError(f'--model_dir {model_dir} was trained as experiment {saved!r}, not {experiment!r}; pass '
+                      f'--experiment={saved}, or {_start_fresh(model_dir)}.')
+
+
+def check_restart(params, model_dir: str, experiment: str) -> None:
+  """Raises ResumeError when model_dir holds a run this config must not resume (see IDENTITY_FIELDS)."""
+  if not tf.io.gfile.isdir(model_dir):
+    return
+  check_same_experiment(model_dir, experiment)
+  saved_path = os.path.join(model_dir, PARAMS_FILE)
+  if not tf.io.gfile.exists(saved_path):
+    return
+  try:
+    saved = hyperparams.read_yaml_to_params_dict(saved_path).as_dict()
+  except Exception as error:  # pylint: disable=broad-except  (any parse failure means the same thing here)
+    raise ResumeError(f'{saved_path} is unreadable ({type(error).__name__}); {_start_fresh(model_dir)}.') from None
+  change = incompatible_change(saved, params.as_dict())
+  if change:
+    field, before, after = change
+    raise ResumeError(f'--model_dir {model_dir} holds a run with {field}={before!r} and this run asks for '
+                      f'{after!r}: resuming would restore its weights and masks into another model; '
+                      f'{_start_fresh(model_dir)} (nothing was changed).')
+
+
+def checkpoint_files(prefix: str) -> List[str]:
+  return sorted(glob.glob(prefix + '.index') + glob.glob(prefix + '.data-*'))
+
+
+def _previous_checkpoint(model_dir: str, latest: str) -> Optional[str]:
+  state = tf.train.get_checkpoint_state(model_dir)
+  paths = [p for p in (state.all_model_checkpoint_paths if state else []) if p != latest]
+  paths = [p if os.path.isabs(p) else os.path.join(model_dir, p) for p in paths]
+  paths = [p for p in paths if p != latest and tf.io.gfile.exists(p + '.index')]
+  return paths[-1] if paths else None
+
+
+def _unreadable(model_dir: str, latest: str, file: str, error: Exception) -> ResumeError:
+  reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+  previous = _previous_checkpoint(model_dir, latest)
+  checkpoint_file = os.path.join(model_dir, 'checkpoint')
+  if previous:
+    fallback = (f'to resume from the previous checkpoint instead, set model_checkpoint_path: '
+                f'"{os.path.basename(previous)}" in {checkpoint_file}; or {_start_fresh(model_dir)}')
+  else:
+    fallback = f'there is no earlier checkpoint to fall back to: {_start_fresh(model_dir)}'
+  return ResumeError(f'the latest checkpoint of {model_dir} is unreadable: {file} is truncated or corrupt '
+                     f'({reason}); {fallback}.')
+
+
+def check_latest_checkpoint(model_dir: str) -> Optional[str]:
+  """The checkpoint a restart restores (None if there is none), after reading every tensor of it.
+
+  Raises ResumeError naming the unreadable file and how to fall back to the previous checkpoint.
+  """
+  latest = tf.train.latest_checkpoint(model_dir) if tf.io.gfile.isdir(model_dir) else None
+  if not latest:
+    return None
+  try:
+    reader = tf.train.load_checkpoint(latest)
+  except Exception as error:  # pylint: disable=broad-except  (the reader raises OpError, IndexError, ValueError, ...)
+    raise _unreadable(model_dir, latest, latest + '.index', error) from None
+  data_files = [f for f in checkpoint_files(latest) if not f.endswith('.index')]
+  try:
+    for name in reader.get_variable_to_shape_map():
+      reader.get_tensor(name)  # checks each tensor's size and CRC against the index
+  except Exception as error:  # pylint: disable=broad-except
+    raise _unreadable(model_dir, latest, ' / '.join(data_files) or latest + '.data-*', error) from None
+  return latest
+
+
+def restored_step(model_dir: Optional[str]) -> int:
+  """The training step of the checkpoint a restart on model_dir restores (0 when there is none)."""
+  latest = tf.train.latest_checkpoint(model_dir) if model_dir and tf.io.gfile.isdir(model_dir) else None
+  if not latest:
+    return 0
+  return int(tf.train.load_variable(latest, GLOBAL_STEP_KEY))
