@@ -53,6 +53,27 @@ def mobilenet_v1_layers(num_classes: int = 1000) -> List[Tuple[str, Tuple[int, .
   return layers
 
 
+# (filters, stride) of the reference MobileNet-v2's 17 inverted residual blocks (expansion 6, none in block 0).
+MOBILENET_V2_BLOCKS = [(16, 1), (24, 2), (24, 1), (32, 2), (32, 1), (32, 1), (64, 2), (64, 1), (64, 1), (64, 1),
+                       (96, 1), (96, 1), (96, 1), (160, 2), (160, 1), (160, 1), (320, 1)]
+
+
+def mobilenet_v2_layers(num_classes: int = 1000) -> List[Tuple[str, Tuple[int, ...], Optional[str]]]:
+  """The reference MobileNet-v2's layers (expansion factor 6, width 1)."""
+  layers, bn, channels = [(f'{SCOPE}/initial_conv', (3, 3, 3, 32), _bn(0))], 1, 32
+  for block_id, (filters, _) in enumerate(MOBILENET_V2_BLOCKS):
+    expanded = channels * 6 if block_id else channels
+    if block_id:
+      layers.append((f'{SCOPE}/expand_1x1_{block_id}', (1, 1, channels, expanded), _bn(bn)))
+      bn += 1
+    layers.append((f'{SCOPE}/depthwise_nxn_{block_id}', (3, 3, expanded, 1), _bn(bn)))
+    layers.append((f'{SCOPE}/contraction_1x1_{block_id}', (1, 1, expanded, filters), _bn(bn + 1)))
+    bn, channels = bn + 2, filters
+  layers.append((f'{SCOPE}/final_1x1_conv', (1, 1, 320, 1280), _bn(bn)))
+  layers.append((f'{SCOPE}/final_dense', (1280, num_classes), None))
+  return layers
+
+
 def write_reference_checkpoint(prefix: str, layers, sparsity: Callable[[str, Tuple[int, ...]], Optional[float]],
                                seed: int = 0, extra: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
   """Writes `layers` as a reference checkpoint at `prefix`; returns {name: value} of everything written.
@@ -152,3 +173,51 @@ def resnet50_forward(x, values) -> Dict[str, tf.Tensor]:
   bias = values.get(f'{SCOPE}/final_dense/biases', values.get(f'{SCOPE}/final_dense/bias'))
   outputs['logits'] = tf.matmul(pooled, _kernel(values, f'{SCOPE}/final_dense')) + bias
   return outputs
+
+
+MOBILENET_V1_STRIDES = {1: 2, 3: 2, 5: 2, 11: 2}  # block_id -> stride (others 1)
+
+
+def mobilenet_v1_forward(x, values) -> tf.Tensor:
+  """The reference MobileNet-v1's 1000 logits (ReLU after every batch norm, fixed padding when strided)."""
+  x = batch_norm(conv2d_fixed_padding(x, values, f'{SCOPE}/initial_conv', 2), values, _bn(0))
+  for block_id in range(13):
+    stride = MOBILENET_V1_STRIDES.get(block_id, 1)
+    if stride > 1:
+      x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    x = tf.nn.depthwise_conv2d(x, values[f'{SCOPE}/depthwise_nxn_{block_id}/depthwise_weights'], [1, stride, stride, 1],
+                               'SAME' if stride == 1 else 'VALID')
+    x = batch_norm(x, values, _bn(1 + 2 * block_id))
+    x = batch_norm(conv2d_fixed_padding(x, values, f'{SCOPE}/contraction_1x1_{block_id}', 1), values,
+                   _bn(2 + 2 * block_id))
+  pooled = tf.reduce_mean(x, axis=[1, 2])
+  bias = values.get(f'{SCOPE}/final_dense/biases', values.get(f'{SCOPE}/final_dense/bias'))
+  return tf.matmul(pooled, _kernel(values, f'{SCOPE}/final_dense')) + bias
+
+
+def _depthwise(x, values, scope, stride):
+  if stride > 1:
+    x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+  return tf.nn.depthwise_conv2d(x, values[f'{scope}/depthwise_weights'], [1, stride, stride, 1],
+                                'SAME' if stride == 1 else 'VALID')
+
+
+def mobilenet_v2_forward(x, values) -> tf.Tensor:
+  """The reference MobileNet-v2's 1000 logits (ReLU, linear bottlenecks, residual when shapes allow)."""
+  x = batch_norm(conv2d_fixed_padding(x, values, f'{SCOPE}/initial_conv', 2), values, _bn(0))
+  bn, channels = 1, 32
+  for block_id, (filters, stride) in enumerate(MOBILENET_V2_BLOCKS):
+    shortcut = x
+    if block_id:
+      x = batch_norm(conv2d_fixed_padding(x, values, f'{SCOPE}/expand_1x1_{block_id}', 1), values, _bn(bn))
+      bn += 1
+    x = batch_norm(_depthwise(x, values, f'{SCOPE}/depthwise_nxn_{block_id}', stride), values, _bn(bn))
+    x = batch_norm(conv2d_fixed_padding(x, values, f'{SCOPE}/contraction_1x1_{block_id}', 1), values, _bn(bn + 1),
+                   relu=False)
+    if channels == filters and stride == 1:
+      x += shortcut
+    bn, channels = bn + 2, filters
+  x = batch_norm(conv2d_fixed_padding(x, values, f'{SCOPE}/final_1x1_conv', 1), values, _bn(bn))
+  pooled = tf.reduce_mean(x, axis=[1, 2])
+  bias = values.get(f'{SCOPE}/final_dense/biases', values.get(f'{SCOPE}/final_dense/bias'))
+  return tf.matmul(pooled, _kernel(values, f'{SCOPE}/final_dense')) + bias

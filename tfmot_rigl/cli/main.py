@@ -24,6 +24,8 @@ COMMANDS = {
     'tflite': ('tfmot_rigl.cli.tflite:main', 'TFLite file (--sparse, --int8) from a SavedModel, size and output check'),
     'report': ('tfmot_rigl.cli.report:main', 'per-layer sparsity, inference/training FLOPs and size vs dense'),
     'plot': ('tfmot_rigl.cli.plot:main', 'PNG plots of a run: sparsity over steps, mask turnover, mask images'),
+    'import-checkpoint': ('tfmot_rigl.cli.import_checkpoint:main',
+                          'published RigL TF1 checkpoint (ResNet-50, MobileNet) -> Model Garden model_dir'),
 }
 
 USAGE_EXIT_CODE = 2

@@ -236,6 +236,23 @@ def layer_pairs(model: keras.Model, architecture: str) -> List[LayerPair]:
 # Reading the source and filling the model.
 
 
+# A layer scope only one of the reference networks has, tried in this order.
+_MARKERS = (('resnet50', '/bottleneck_'), ('mobilenet_v2', '/expand_1x1_'), ('mobilenet_v1', '/contraction_1x1_'))
+EXPERIMENT_HINTS = {
+    'resnet50': '--experiment=resnet_rigl',
+    'mobilenet_v1': '--experiment=mobilenet_rigl',
+    'mobilenet_v2': '--experiment=mobilenet_rigl --params_override=task.model.backbone.mobilenet.model_id=MobileNetV2',
+}
+
+
+def source_architecture(shapes: Dict[str, list]) -> Optional[str]:
+  """Which reference network a checkpoint's variable names belong to (None: none of them)."""
+  for architecture, marker in _MARKERS:
+    if any(name.startswith(SCOPE + '/') and marker in name for name in shapes):
+      return architecture
+  return None
+
+
 def is_training_state(name: str) -> bool:
   """Variables of the reference's training run that are not part of the network (optimizer slots, counters)."""
   return name in TRAINING_STATE_NAMES or name.endswith(TRAINING_STATE_SUFFIXES)
@@ -409,7 +426,7 @@ def import_params(params: cfg.ExperimentConfig) -> cfg.ExperimentConfig:
   return params
 
 
-def _check_model_dir(model_dir: str) -> None:
+def check_model_dir(model_dir: str) -> None:
   if not model_dir:
     raise CheckpointImportError('--model_dir is required: the new directory for params.yaml and the checkpoint.')
   if tf.io.gfile.exists(os.path.join(model_dir, 'params.yaml')) or tf.train.latest_checkpoint(model_dir):
@@ -433,12 +450,16 @@ def import_checkpoint(params: cfg.ExperimentConfig, source: str, model_dir: str)
     CheckpointImportError: a missing or unreadable source, another network's checkpoint, variables the network does
       not have, shape mismatches, masks the experiment cannot hold, or an occupied model_dir; nothing is written.
   """
-  _check_model_dir(model_dir)
+  check_model_dir(model_dir)
   reader, shapes = open_checkpoint(source)
   architecture = architecture_of(params)
-  if not any(name.startswith(SCOPE + '/') for name in shapes):
-    raise CheckpointImportError(f'{source} is not a RigL reference checkpoint: no variable under {SCOPE}/ '
-                                f'(it has {_short(shapes)}).')
+  held = source_architecture(shapes)
+  if held is None:
+    raise CheckpointImportError(f'{source} is not a RigL reference ResNet-50 / MobileNet checkpoint (its variables: '
+                                f'{_short(shapes, 4)}).')
+  if held != architecture:
+    raise CheckpointImportError(f'{source} holds the reference {held}, the experiment builds {architecture}: use '
+                                f'{EXPERIMENT_HINTS[held]}.')
   params = import_params(params)
   task = task_factory.get_task(params.task)
   model = task.build_model()

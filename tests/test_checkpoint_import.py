@@ -1,0 +1,300 @@
+"""`tfm import-checkpoint`: the RigL reference's TF1 checkpoints as Model Garden model_dirs.
+
+The source checkpoints are written in the reference's exact variable layout (tests/reference_resnet.py) at full
+ResNet-50 / MobileNet-v1 size with random values and random masks; the imported model must hold the same kernels and
+masks and compute what the reference's forward pass computes on a fixed input.
+"""
+import argparse
+import contextlib
+import io
+import os
+import re
+import shlex
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import reference_resnet as reference
+import tfmot_rigl
+from tfmot_rigl.cli import export as export_cli
+from tfmot_rigl.cli import main as tfm
+from tfmot_rigl.export import saved_model
+from tfmot_rigl.modelgarden import checkpoint_import
+from tfmot_rigl.modelgarden import tf1_reference
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ERK_SPARSITY = 0.8
+
+
+README_MODEL_DIR = 'model_dir/rn50_erk80_imported'
+
+
+def readme_command(prefix: str):
+  """The README's one shell line that starts with `prefix` and works on README_MODEL_DIR, as an argv list."""
+  with open(os.path.join(REPO, 'README.md')) as readme:
+    (line,) = [line.strip() for line in readme if line.startswith(prefix) and README_MODEL_DIR in line]
+  return shlex.split(line)
+
+
+def load_imported(experiment: str, model_dir: str):
+  """The imported model as `tfm report` / `tfm export` load it: params.yaml's config, weights from ckpt-0."""
+  flags = argparse.Namespace(experiment=experiment, config_file=[], params_override='', tpu='', tf_data_service='',
+                             model_dir=model_dir)
+  params = export_cli.experiment_params(flags)
+  assert params.task.model.match_tf1_reference
+  model, _ = saved_model.load_trained_model(params, model_dir)
+  return model
+
+
+def _error_line(capsys) -> str:
+  captured = capsys.readouterr()
+  lines = captured.err.strip().splitlines()
+  assert len(lines) == 1, captured.err
+  assert 'Traceback' not in captured.err
+  return lines[0]
+
+
+@pytest.fixture(scope='module')
+def resnet(tmp_path_factory):
+  """The README's import and report commands, run in a directory holding an ERK-80% reference ResNet-50 checkpoint."""
+  workdir = tmp_path_factory.mktemp('import_resnet')
+  os.symlink(os.path.join(REPO, 'official_configs'), workdir / 'official_configs')
+  import_argv, report_argv = readme_command('tfm import-checkpoint'), readme_command('tfm report')
+  source = next(arg.split('=', 1)[1] for arg in import_argv if arg.startswith('--source='))
+  layers = reference.resnet50_layers()
+  # Masks as the reference's ERK draws them: every layer masked, the ones ERK keeps dense with masks of all ones.
+  erk = tfmot_rigl.layer_sparsities({scope: shape for scope, shape, _ in layers}, ERK_SPARSITY, 'erk')
+  os.makedirs(workdir / os.path.dirname(source))
+  values = reference.write_reference_checkpoint(str(workdir / source), layers, lambda scope, shape: erk[scope])
+  outputs = []
+  cwd = os.getcwd()
+  os.chdir(workdir)
+  try:
+    for argv in (import_argv, report_argv):
+      assert argv[0] == 'tfm'
+      buffer = io.StringIO()
+      with contextlib.redirect_stdout(buffer):
+        assert tfm.main(argv[1:]) == 0
+      outputs.append(buffer.getvalue())
+  finally:
+    os.chdir(cwd)
+  return dict(values=values, layers=layers, model_dir=str(workdir / README_MODEL_DIR), source=str(workdir / source),
+              import_output=outputs[0], report_output=outputs[1], workdir=workdir)
+
+
+@pytest.fixture(scope='module')
+def resnet_model(resnet):
+  return load_imported('resnet_rigl', resnet['model_dir'])
+
+
+def test_every_reference_variable_is_mapped_and_printed(resnet):
+  lines = resnet['import_output'].strip().splitlines()
+  mapping = [line for line in lines if ' -> ' in line]
+  # 53 convolutions and the head, 53 batch norms: one line each.
+  assert len(mapping) == 2 * 53 + 1
+  sources = {line.split(' -> ')[0].split('/{')[0] for line in mapping}
+  scopes = {scope for scope, _, _ in resnet['layers']} | {bn for _, _, bn in resnet['layers'] if bn}
+  assert sources == scopes
+  stem = next(line for line in mapping if line.startswith('resnet_model/initial_conv/'))
+  assert re.search(r'\[7, 7, 3, 64\]  sparsity 0\.\d{4}$', stem)
+  stem_mask = resnet['values']['resnet_model/initial_conv/mask']
+  assert float(stem.rsplit(' ', 1)[1]) == pytest.approx(1 - stem_mask.mean(), abs=1e-4)
+  training_state = [name for name in resnet['values'] if checkpoint_import.is_training_state(name)]
+  assert f'left out {len(training_state)} training-state variables' in lines[-2]
+  model_variables = len(resnet['values']) - len(training_state)
+  assert lines[-2].startswith(f'imported {model_variables} variables of the reference resnet50')
+  assert sorted(os.listdir(resnet['model_dir'])) == ['checkpoint', 'ckpt-0.data-00000-of-00001', 'ckpt-0.index',
+                                                      'params.yaml']
+
+
+def test_imported_kernels_and_masks_equal_the_source(resnet, resnet_model):
+  values = resnet['values']
+  masks = {id(weight): mask for wrapper in tfmot_rigl.keras.sparse_wrappers(resnet_model)
+           for weight, mask, _ in wrapper.pruning_vars}
+  pairs = checkpoint_import.layer_pairs(resnet_model, 'resnet50')
+  assert len(pairs) == 2 * 53 + 1
+  checked_masks = 0
+  for pair in pairs:
+    if pair.kind == 'bn':
+      for name in checkpoint_import.BN_VARIABLES:
+        np.testing.assert_array_equal(getattr(pair.target, name).numpy(), values[f'{pair.scope}/{name}'])
+      continue
+    kernel, mask = values[f'{pair.scope}/weights'], values[f'{pair.scope}/mask']
+    target_kernel = pair.target.kernel.numpy()
+    target_mask = masks[id(pair.target.kernel)].numpy() if id(pair.target.kernel) in masks else None
+    if pair.kind == 'dense':  # Model Garden's background class 0 comes first, pruned
+      np.testing.assert_array_equal(target_kernel[:, 0], 0)
+      np.testing.assert_array_equal(target_mask[:, 0], 0)
+      np.testing.assert_array_equal(pair.target.bias.numpy()[1:], values[f'{pair.scope}/biases'])
+      target_kernel, target_mask = target_kernel[:, 1:], target_mask[:, 1:]
+    np.testing.assert_array_equal(target_kernel, kernel * mask)
+    if target_mask is None:  # a layer ERK keeps dense: the reference's mask is all ones there too
+      assert mask.all(), pair.scope
+    else:
+      np.testing.assert_array_equal(target_mask, mask)
+      checked_masks += 1
+  assert checked_masks > 40
+
+
+def test_outputs_equal_the_reference_forward_pass(resnet, resnet_model):
+  image = np.random.default_rng(7).uniform(-2.0, 2.0, (2, 224, 224, 3)).astype(np.float32)
+  expected = reference.resnet50_forward(image, resnet['values'])
+  # The backbone is a chain up to its first block: run its layers one by one to see the stem and block outputs.
+  backbone = next(layer for layer in resnet_model.layers if isinstance(layer, keras.Model))
+  x, stem_out = image, None
+  for layer in backbone.layers[1:]:
+    x = layer(x, training=False)
+    if isinstance(layer, keras.layers.MaxPooling2D):
+      stem_out = x
+    elif stem_out is not None:
+      block_out = x
+      break
+  np.testing.assert_allclose(stem_out.numpy(), expected['stem'].numpy(), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(block_out.numpy(), expected['block1'].numpy(), rtol=1e-4, atol=1e-4)
+  logits = resnet_model(image, training=False).numpy()
+  np.testing.assert_allclose(logits[:, 1:], expected['logits'].numpy(), rtol=1e-3, atol=1e-3)
+  assert (logits[:, 0] == checkpoint_import.BACKGROUND_BIAS).all()
+  assert (np.argmax(logits, axis=1) - 1 == np.argmax(expected['logits'].numpy(), axis=1)).all()
+
+
+def test_model_garden_padding_alone_would_differ_from_the_reference(resnet):
+  """Why `match_tf1_reference` exists: Keras 'same' padding on the strided 7x7 stem shifts the output."""
+  kernel = resnet['values']['resnet_model/initial_conv/weights'] * resnet['values']['resnet_model/initial_conv/mask']
+  image = np.random.default_rng(3).standard_normal((1, 32, 32, 3)).astype(np.float32)
+  conv = keras.layers.Conv2D(64, 7, strides=2, padding='same', use_bias=False)
+  conv.build(image.shape)
+  conv.kernel.assign(kernel)
+  reference_out = tf.nn.conv2d(tf.pad(image, [[0, 0], [3, 3], [3, 3], [0, 0]]), kernel, 2, 'VALID').numpy()
+  assert np.abs(conv(image).numpy() - reference_out).max() > 1e-2
+  tf1_reference.match_tf1_reference(keras.Sequential([conv]))
+  np.testing.assert_allclose(conv(image).numpy(), reference_out, atol=1e-5)
+
+
+def test_report_gives_the_sparsity_of_the_source_masks(resnet):
+  report = resnet['report_output']
+  values = resnet['values']
+  source_masks = [values[f'{scope}/mask'] for scope, _, _ in resnet['layers']]
+  nonzeros = sum(int(mask.sum()) for mask in source_masks)
+  params = sum(mask.size for mask in source_masks) + 2048  # plus the background column of the 1001-way head
+  totals = re.search(r'Kernel sparsity ([\d.]+) \(([\d,]+) of ([\d,]+) kernel weights nonzero\)', report)
+  assert int(totals.group(2).replace(',', '')) == nonzeros
+  assert int(totals.group(3).replace(',', '')) == params
+  assert float(totals.group(1)) == pytest.approx(1 - nonzeros / params, abs=1e-4)
+  # Per layer: each kernel's sparsity in the report's table is its source mask's (head: plus the pruned background).
+  rows = re.findall(r'^\| [^|]+ \| ([\d×]+) \| ([\d.]+) \| [\d,]+ \|', report, flags=re.M)
+  head = values['resnet_model/final_dense/mask']
+  expected = [('×'.join(map(str, mask.shape)), f'{1 - mask.sum() / mask.size:.4f}') for mask in source_masks[:-1]]
+  expected.append(('2048×1001', f'{1 - head.sum() / (head.size + 2048):.4f}'))
+  assert sorted(rows) == sorted(expected)
+
+
+def test_errors_are_one_line_with_exit_code_2(resnet, tmp_path, capsys):
+  workdir = resnet['workdir']
+  base = ['import-checkpoint', '--experiment=resnet_rigl', f'--model_dir={tmp_path / "new"}']
+  assert tfm.main(base + [f'--source={workdir}/missing/model.ckpt-1']) == 2
+  assert 'not found' in _error_line(capsys)
+  assert tfm.main(['import-checkpoint', '--experiment=resnet_rigl', f'--source={resnet["source"]}',
+                   f'--model_dir={resnet["model_dir"]}']) == 2
+  assert 'already holds a run' in _error_line(capsys)
+  # Another network's checkpoint: told before any model is built.
+  assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl', f'--source={resnet["source"]}',
+                   f'--model_dir={tmp_path / "mobilenet"}']) == 2
+  assert 'holds the reference resnet50' in _error_line(capsys)
+  assert not os.path.exists(tmp_path / 'new') and not os.path.exists(tmp_path / 'mobilenet')
+
+
+@pytest.fixture(scope='module')
+def mobilenet_v1(tmp_path_factory):
+  """A reference MobileNet-v1 checkpoint as the paper's runs leave it: first layer and depthwise kernels dense."""
+  workdir = tmp_path_factory.mktemp('import_mobilenet')
+  layers = reference.mobilenet_v1_layers()
+  values = reference.write_reference_checkpoint(
+      str(workdir / 'model.ckpt-32000'), layers,
+      lambda scope, shape: None if scope.endswith('initial_conv') else 0.75)
+  return dict(workdir=workdir, layers=layers, values=values, source=str(workdir / 'model.ckpt-32000'))
+
+
+def test_mobilenet_v1_import_matches_the_reference_at_a_small_input(mobilenet_v1, capsys):
+  model_dir = mobilenet_v1['workdir'] / 'model_dir'
+  # The reference network takes any input size; 96x96 keeps the test quick.
+  assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl',
+                   f'--config_file={REPO}/official_configs/mobilenet1_rigl_uniform_s75_1x.yaml',
+                   '--params_override=task.model.input_size=[96,96,3]',
+                   f'--source={mobilenet_v1["source"]}', f'--model_dir={model_dir}']) == 0
+  lines = [line for line in capsys.readouterr().out.splitlines() if ' -> ' in line]
+  assert len(lines) == 2 + 4 * 13 + 1  # stem conv and batch norm, 13 x (depthwise, bn, pointwise, bn), head
+  assert sum('sparsity 0.7500' in line for line in lines if '/contraction_1x1_' in line) == 13
+  dense = ('resnet_model/depthwise_nxn_', 'resnet_model/initial_conv/')  # as the reference keeps them
+  assert not any('sparsity' in line for line in lines if line.startswith(dense))
+  model = load_imported('mobilenet_rigl', str(model_dir))
+  image = np.random.default_rng(5).uniform(-2.0, 2.0, (2, 96, 96, 3)).astype(np.float32)
+  expected = reference.mobilenet_v1_forward(image, mobilenet_v1['values']).numpy()
+  logits = model(image, training=False).numpy()
+  np.testing.assert_allclose(logits[:, 1:], expected, rtol=1e-3, atol=1e-3)
+
+
+def test_unexpected_variables_are_listed(mobilenet_v1, tmp_path, capsys):
+  source = str(tmp_path / 'model.ckpt-1')
+  reference.write_reference_checkpoint(
+      source, mobilenet_v1['layers'], lambda scope, shape: None if scope.endswith('initial_conv') else 0.75,
+      extra={'resnet_model/squeeze_excite_3/weights': np.zeros((8, 8), np.float32)})
+  assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl', '--params_override=task.model.input_size=[96,96,3]',
+                   f'--source={source}', f'--model_dir={tmp_path / "out"}']) == 2
+  line = _error_line(capsys)
+  assert 'resnet_model/squeeze_excite_3/weights' in line and 'does not' in line
+  assert not os.path.exists(tmp_path / 'out')
+
+
+def _write_records(path: str, images, labels) -> None:
+  with tf.io.TFRecordWriter(path) as writer:
+    for image, label in zip(images, labels):
+      writer.write(tf.train.Example(features=tf.train.Features(feature={
+          'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.encode_jpeg(image).numpy()])),
+          'image/class/label': tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+      })).SerializeToString())
+
+
+def test_tfm_train_evaluates_the_imported_model(mobilenet_v1, capsys):
+  """Records labelled with the reference's own predictions: `tfm train --mode=eval` must score 100% on them."""
+  model_dir = str(mobilenet_v1['workdir'] / 'model_dir')
+  params_file = os.path.join(model_dir, 'params.yaml')
+  records = str(mobilenet_v1['workdir'] / 'validation.tfrecord')
+  images = np.random.default_rng(11).integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
+  _write_records(records, images, [0] * 4)
+  override = (f'task.validation_data.input_path={records},task.validation_data.global_batch_size=4,'
+              'trainer.validation_steps=1')
+  # The evaluation's own preprocessing (decode, centre crop, resize, normalise) of those images.
+  params = export_cli.experiment_params(argparse.Namespace(
+      experiment='mobilenet_rigl', config_file=[], params_override=override, tpu='', tf_data_service='',
+      model_dir=model_dir))
+  from official.core import task_factory
+  task = task_factory.get_task(params.task)
+  preprocessed, _ = next(iter(task.build_inputs(params.task.validation_data)))
+  labels = np.argmax(reference.mobilenet_v1_forward(preprocessed, mobilenet_v1['values']).numpy(), axis=1) + 1
+  _write_records(records, images, labels)
+  assert tfm.main(['train', '--mode=eval', '--experiment=mobilenet_rigl', f'--config_file={params_file}',
+                   f'--model_dir={model_dir}', f'--params_override={override}']) == 0
+  out = capsys.readouterr().out
+  assert re.search(r'test accuracy\s+1\.0000', out), out
+
+
+def test_mobilenet_v2_import_matches_the_reference_at_a_small_input(tmp_path, capsys):
+  layers = reference.mobilenet_v2_layers()
+  source = str(tmp_path / 'model.ckpt-32000')
+  values = reference.write_reference_checkpoint(
+      source, layers, lambda scope, shape: None if scope.endswith('initial_conv') else 0.75)
+  model_dir = str(tmp_path / 'model_dir')
+  assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl',
+                   f'--config_file={REPO}/official_configs/mobilenet2_rigl_uniform_s75_1x.yaml',
+                   '--params_override=task.model.input_size=[64,64,3]', f'--source={source}',
+                   f'--model_dir={model_dir}']) == 0
+  lines = [line for line in capsys.readouterr().out.splitlines() if ' -> ' in line]
+  assert len(lines) == 2 * (len(layers) - 1) + 1  # every convolution with its batch norm, and the head
+  assert sum('sparsity 0.7500' in line for line in lines) == 16 + 17 + 1  # expand, contraction, final 1x1 conv
+  model = load_imported('mobilenet_rigl', model_dir)
+  image = np.random.default_rng(9).uniform(-2.0, 2.0, (2, 64, 64, 3)).astype(np.float32)
+  logits = model(image, training=False).numpy()
+  np.testing.assert_allclose(logits[:, 1:], reference.mobilenet_v2_forward(image, values).numpy(), rtol=1e-3,
+                             atol=1e-3)
