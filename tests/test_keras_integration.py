@@ -215,8 +215,6 @@ def test_clear_errors():
     tfmot_rigl.RigL(update_frequency=0)
   with pytest.raises(ValueError, match="end_step=10 is before begin_step=20"):
     tfmot_rigl.prune_sparse(_mlp(), tfmot_rigl.RigL(begin_step=20, end_step=10))
-  with pytest.raises(ValueError, match="pass total_steps"):
-    tfmot_rigl.prune_sparse(_mlp(), tfmot_rigl.RigL())
   model = tfmot_rigl.prune_sparse(_mlp(), tfmot_rigl.Static())
   with pytest.raises(ValueError, match="Cannot reset the slots of optimizer .*tf_keras optimizer"):
     tfmot_rigl.wrap_optimizer(tf.Module(), model)

@@ -3,11 +3,19 @@
 TFMOT supports Keras 2 only, so this package selects tf_keras (TF_USE_LEGACY_KERAS=1) before TensorFlow is imported;
 import tfmot_rigl before tensorflow, or set the variable yourself. The public names below are loaded on first use,
 so `import tfmot_rigl` (and the `tfm` command's help) does not pay for importing TensorFlow.
+
+Model Garden: `import tfmot_rigl.modelgarden` is the registry import (as `official.vision.registry_imports` is
+Model Garden's). After `import tfmot_rigl`, importing Model Garden's `exp_factory` registers the sparse experiments
+too (see tfmot_rigl._registration), so `exp_factory.get_exp_config("resnet_rigl")` works either way.
 """
 import importlib
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from tfmot_rigl import _registration  # noqa: E402
+
+_registration.install()
 
 __version__ = "0.1.0"
 

@@ -64,7 +64,26 @@ class LayerUpdate:
   initial_weight: Optional[tf.Tensor] = None  # kernel at initialisation, for grow_init=initial_dist
 
 
-class SparseAlgorithm:
+class _IgnoresOtherMethodsKnobs(type):
+  """Constructing an algorithm class treats knobs as `make_algorithm` does: one behaviour for both.
+
+  A knob of another method (e.g. `SNIP(begin_step=0)`, `Static(drop_fraction=0.3)`) is ignored, so code written
+  once with every knob runs with every class; a knob no method knows raises a TypeError naming this class.
+  """
+
+  def __call__(cls, *args, **knobs):
+    if knobs and _REGISTRY:
+      own = set(type.__call__(cls).get_config())
+      every = set().union(*(set(type.__call__(other).get_config()) for other in _REGISTRY.values()))
+      unknown = sorted(set(knobs) - own - every)
+      if unknown:
+        raise TypeError(f"{cls.__name__}() got unknown knob(s) {unknown}; {cls.__name__}'s knobs are "
+                        f"{sorted(own)} (knobs of the other methods are accepted and ignored).")
+      knobs = {name: value for name, value in knobs.items() if name in own}
+    return type.__call__(cls, *args, **knobs)
+
+
+class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
   """Base class. Subclasses set `name` and override only what differs (normally `grow_scores`)."""
 
   name = None

@@ -27,6 +27,7 @@ from tfmot_rigl import algorithms
 from tfmot_rigl.core import distributions
 from tfmot_rigl.core import masks as mask_math
 from tfmot_rigl.keras import slots as slot_lookup
+from tfmot_rigl.keras import training_steps
 from tfmot_rigl.keras.prune import sparse_wrappers
 from tfmot_rigl.keras.wrapper import SparseWrapper
 
@@ -207,6 +208,8 @@ def wrap_optimizer(optimizer, model):
   """
   slot_lookup.check_supported(optimizer)
   wrappers = sparse_wrappers(model)
+  if not wrappers and getattr(model, "_tfmot_rigl_dense", False):
+    return optimizer  # prune_sparse(model, "dense") returned it as is: there is nothing to drive
   if not wrappers:
     raise ValueError(f"Model {model.name!r} has no sparse layers; call tfmot_rigl.prune_sparse(model, ...) first and "
                      "wrap the optimizer with the model it returns.")
@@ -222,6 +225,7 @@ def wrap_optimizer(optimizer, model):
                                                                          "__qualname__": cls.__qualname__})
     optimizer.__class__ = sparse_cls
   optimizer._sparse_targets = _Targets(wrappers, model)
+  training_steps.resolve_in_fit(model)  # fractional windows of layers wrapped one by one: fit resolves them too
   for wrapper in wrappers:
     wrapper.pruning_step.assign(tf.cast(optimizer.iterations, tf.int64))
     if isinstance(wrapper, SparseWrapper):

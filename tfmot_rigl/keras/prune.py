@@ -1,4 +1,9 @@
-"""`prune_sparse`: the one-call API, in the style of `tfmot.sparsity.keras.prune_low_magnitude`."""
+"""`prune_sparse`: the one-call API, in the style of `tfmot.sparsity.keras.prune_low_magnitude`.
+
+Like TFMOT's function it takes a Sequential or functional model (returning a clone) or a single layer (returning it
+wrapped, to build into a model); it also takes subclassed models, whose prunable layers it wraps in place.
+"""
+import zlib
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -11,6 +16,9 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 
 from tfmot_rigl import algorithms
 from tfmot_rigl.core import distributions
+from tfmot_rigl.keras import subclassed
+from tfmot_rigl.keras import training_steps
+from tfmot_rigl.keras.log import logger
 from tfmot_rigl.keras.schedule import SparseSchedule
 from tfmot_rigl.keras.wrapper import SparseWrapper
 
@@ -24,8 +32,27 @@ class SparsifiableDepthwiseConv2D(keras.layers.DepthwiseConv2D, prunable_layer.P
 
 
 def sparse_wrappers(model):
-  """Every TFMOT pruning wrapper in `model` (ours and TFMOT's own), nested models included, in model order."""
-  return pruning_wrapper.collect_prunable_layers(model)
+  """Every TFMOT pruning wrapper in `model` (ours and TFMOT's own), nested models and layers included, in order."""
+  if not _is_graph_model(model):
+    return [layer for layer in _leaf_layers(model) if isinstance(layer, pruning_wrapper.PruneLowMagnitude)]
+  return training_steps.pruning_wrapper_layers(model)
+
+
+def _is_graph_model(model) -> bool:
+  return isinstance(model, keras.Sequential) or bool(getattr(model, "_is_graph_network", False))
+
+
+def check_tf_keras(obj, what="prune_sparse") -> None:
+  """One clear line for objects that are not tf_keras models or layers (Keras 3 ones in particular)."""
+  if isinstance(obj, keras.layers.Layer):
+    return
+  module = type(obj).__module__ or ""
+  if module.split(".")[0] == "keras":
+    raise ValueError(
+        f"{what} got a Keras 3 {type(obj).__name__} ({module}); TFMOT and tfmot_rigl work with Keras 2 (tf_keras). "
+        "Build the model with `import tf_keras as keras`, or import tfmot_rigl before tensorflow so that tf.keras "
+        "is tf_keras (it sets TF_USE_LEGACY_KERAS=1).")
+  raise ValueError(f"{what} needs a tf_keras model or layer, got {type(obj).__name__}.")
 
 
 def _prunable_weights(layer, sparsify_depthwise):
@@ -40,6 +67,10 @@ def _prunable_weights(layer, sparsify_depthwise):
 
 
 def _leaf_layers(model):
+  if not _is_graph_model(model):
+    yield from subclassed.leaf_layers(model, is_leaf=lambda layer: isinstance(
+        layer, pruning_wrapper.PruneLowMagnitude) or bool(_prunable_weights(layer, True)))
+    return
   for layer in model.layers:
     if isinstance(layer, keras.Model):
       yield from _leaf_layers(layer)
@@ -105,19 +136,106 @@ def model_sparsities(model, sparsity: float, distribution: str = "erk", erk_powe
       custom_sparsities=custom, first_layer_dense=first_layer_dense)
 
 
-def prune_sparse(model, algorithm=None, sparsity: float = 0.9, distribution: str = "erk",
+def _as_algorithm(algorithm):
+  if algorithm is None:
+    return algorithms.RigL()
+  if isinstance(algorithm, str):
+    return algorithms.make_algorithm(algorithm)
+  if not isinstance(algorithm, algorithms.SparseAlgorithm):
+    raise ValueError(f"algorithm={algorithm!r} is not a sparse training algorithm; pass e.g. tfmot_rigl.RigL() or a "
+                     f"method name ({', '.join(algorithms.algorithm_names())}).")
+  return algorithm
+
+
+def _kernel_layers(model):
+  """Leaf layers holding a kernel (what a reader counts as a conv/dense layer)."""
+  return [layer for layer in _leaf_layers(model)
+          if any(hasattr(layer, name) for name in ("kernel", "depthwise_kernel", "pointwise_kernel"))
+          or _prunable_weights(layer, True)]
+
+
+def dense_layers_and_why(model, sparsities, exclude=(), sparsify_depthwise=False) -> dict:
+  """{layer name: reason} for every kernel-bearing layer of `model` that `prune_sparse` leaves dense."""
+  reasons = {}
+  wrapped = {key.split("/")[0] for key, value in sparsities.items() if value > 0}
+  for layer in _kernel_layers(model):
+    if layer.name in wrapped:
+      continue
+    if layer.name in exclude:
+      reasons[layer.name] = "excluded"
+    elif isinstance(layer, keras.layers.DepthwiseConv2D) and not sparsify_depthwise and not isinstance(
+        layer, keras.layers.SeparableConv2D):
+      reasons[layer.name] = "depthwise (sparsify_depthwise=False)"
+    elif not _prunable_weights(layer, sparsify_depthwise):
+      reasons[layer.name] = f"{type(layer).__name__} is not prunable (no TFMOT PrunableLayer)"
+    else:
+      reasons[layer.name] = "distribution gives it sparsity 0 (small layer / first layer / custom_sparsities)"
+  return reasons
+
+
+def dense_summary_line(reasons: dict, total: int) -> str:
+  """One line: how many kernel-bearing layers stay dense, grouped by reason, with a few names each."""
+  by_reason = {}
+  for name, reason in reasons.items():
+    by_reason.setdefault(reason, []).append(name)
+  parts = []
+  for reason, names in by_reason.items():
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    parts.append(f"{len(names)} {reason} [{shown}]")
+  return f"{len(reasons)} of {total} conv/dense layers left dense: " + "; ".join(parts) + "."
+
+
+def _layer_seed_index(layer) -> int:
+  # A layer wrapped on its own has no position among a model's layers; its name keeps its random draws distinct.
+  return zlib.crc32(layer.name.encode()) % (1 << 16)
+
+
+def _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_index, weight_sparsities=None):
+  """The pruning wrapper of one layer: TFMOT's own for Magnitude, ours for the sparse-from-scratch methods."""
+  pending = {what: value for what, value in (("begin_step", begin), ("end_step", end))
+             if isinstance(value, training_steps.PendingStep)}
+  if algorithm.name == "magnitude":
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=layer_sparsity, begin_step=0 if "begin_step" in pending else begin,
+        end_step=1 if "end_step" in pending else end, power=algorithm.power, frequency=algorithm.update_frequency)
+    wrapper = pruning_wrapper.PruneLowMagnitude(layer, pruning_schedule=schedule)
+  else:
+    schedule = SparseSchedule(layer_sparsity, begin_step=0 if "begin_step" in pending else begin,
+                              end_step=0 if pending else end, update_frequency=algorithm.update_frequency,
+                              drop_fraction=algorithm.drop_fraction,
+                              drop_fraction_anneal=algorithm.drop_fraction_anneal)
+    wrapper = SparseWrapper(layer, schedule, algorithm=algorithm, seed=seed, layer_index=layer_index,
+                            weight_sparsities=weight_sparsities)
+  for what, value in pending.items():  # resolved by fit (training_steps.resolve_in_fit) or an error saying what to do
+    setattr(schedule, what, value)
+  return wrapper
+
+
+def _start(wrappers):
+  for wrapper in wrappers:
+    for weight, mask, _ in wrapper.pruning_vars:
+      weight.assign(weight * tf.cast(mask, weight.dtype))
+    # TFMOT's wrapper counts steps from -1 and asserts >= 1 after its first increment; start it where its
+    # UpdatePruningStep callback would (the optimizer's step), so neither fit nor custom loops need that callback.
+    wrapper.pruning_step.assign(0)
+
+
+def prune_sparse(to_prune, algorithm=None, sparsity: float = 0.9, distribution: str = "erk",
                  erk_power_scale: float = 1.0, custom_sparsities: Optional[Mapping[str, float]] = None,
                  exclude: Sequence[str] = (), first_layer_dense: Optional[bool] = None,
                  sparsify_depthwise: bool = False, seed: int = 0, total_steps: Optional[int] = None):
-  """Returns a clone of `model` set up for sparse training with `algorithm`.
+  """`model` (or one layer) set up for sparse training with `algorithm`, as TFMOT's `prune_low_magnitude` does.
 
   Each sparsifiable layer with non-zero sparsity is wrapped: in `SparseWrapper` (a TFMOT `PruneLowMagnitude`) for the
   sparse-from-scratch methods, in TFMOT's own wrapper and PolynomialDecay schedule for `Magnitude`. Layers keep their
   weights (shared with `model`, as TFMOT's `prune_low_magnitude` does). Train with an optimizer passed through
-  `wrap_optimizer(optimizer, model)`.
+  `wrap_optimizer(optimizer, model)`. One summary line (logger "tfmot_rigl") names the conv/dense layers left dense
+  and why.
 
   Args:
-    model: a built Sequential or functional tf_keras model (nested models are handled).
+    to_prune: a built tf_keras model — Sequential or functional (a clone is returned; nested models are handled) or
+      subclassed (the layers it holds as attributes, nested ones too, are wrapped in place and the model returned)
+      — or one layer, returned wrapped at `sparsity` (to build into a model, like `prune_low_magnitude(layer)`).
     algorithm: a `SparseAlgorithm` (RigL(), SET(), Static(), SNFS(), SNIP(), Magnitude(), Dense()) or a method name.
     sparsity: global fraction of zeros over the sparsified layers, in [0, 1).
     distribution: "uniform", "er" or "erk".
@@ -127,68 +245,125 @@ def prune_sparse(model, algorithm=None, sparsity: float = 0.9, distribution: str
     first_layer_dense: keep the first sparsifiable layer dense (default: True for uniform, False for er/erk).
     sparsify_depthwise: also sparsify DepthwiseConv2D kernels (kept dense by default, as in the reference).
     seed: seeds initial masks and every random draw of the updates (stateless, so replicas agree).
-    total_steps: training steps, needed when begin_step/end_step are fractions (end_step defaults to 0.75).
+    total_steps: training steps that fractional begin_step/end_step (end_step defaults to 0.75) refer to. Not
+      needed with `model.fit`, which resolves them from epochs × steps per epoch when it starts; custom training
+      loops pass it.
   """
-  if algorithm is None:
-    algorithm = algorithms.RigL()
-  elif isinstance(algorithm, str):
-    algorithm = algorithms.make_algorithm(algorithm)
-  elif not isinstance(algorithm, algorithms.SparseAlgorithm):
-    raise ValueError(f"algorithm={algorithm!r} is not a sparse training algorithm; pass e.g. tfmot_rigl.RigL() or a "
-                     f"method name ({', '.join(algorithms.algorithm_names())}).")
-  if not isinstance(model, keras.Model) or not (isinstance(model, keras.Sequential) or model._is_graph_network):
-    raise ValueError(f"prune_sparse needs a tf_keras Sequential or functional model, got {type(model).__name__}; "
-                     "subclassed models are not supported by TFMOT's wrappers.")
+  check_tf_keras(to_prune)
+  algorithm = _as_algorithm(algorithm)
+  if not isinstance(to_prune, keras.Model):
+    return _prune_layer(to_prune, algorithm, sparsity, sparsify_depthwise, seed, total_steps)
+  model = to_prune
   sparsities = model_sparsities(model, sparsity, distribution, erk_power_scale, custom_sparsities, exclude,
                                 first_layer_dense, sparsify_depthwise)
+  left_dense = dense_layers_and_why(model, sparsities, exclude, sparsify_depthwise)
+  if left_dense and algorithm.name != "dense":
+    logger.info("%s", dense_summary_line(left_dense, len(_kernel_layers(model))))
   per_layer = {}  # layer name -> [(sparsity, size)] of its prunable weights, in order
   for key, layer_name, shape in _sparsifiable_weights(model, exclude, sparsify_depthwise):
     per_layer.setdefault(layer_name, []).append((sparsities[key], float(np.prod(shape))))
   if not algorithm.uses_masks and algorithm.name == "dense":
+    # Marked, so wrap_optimizer passes the optimizer through: code written once for every method runs on dense.
+    object.__setattr__(model, "_tfmot_rigl_dense", True)
     return model
-  begin, end = algorithm.window(total_steps) if algorithm.dynamic or algorithm.name == "magnitude" else (0, 0)
+  begin, end = (training_steps.window_or_pending(algorithm, total_steps)
+                if algorithm.dynamic or algorithm.name == "magnitude" else (0, 0))
   layer_index = {name: i for i, name in enumerate(per_layer)}
   replaced = []  # (original layer, replacement) whose weights must be copied once the clone is built
 
   def wrap(layer):
-    if isinstance(layer, keras.Model):
+    if isinstance(layer, keras.Model) and _is_graph_model(layer):
       return keras.models.clone_model(layer, input_tensors=None, clone_function=wrap)
     weight_sparsities = [s for s, _ in per_layer.get(layer.name, [])]
     if not any(weight_sparsities):
       return layer
     # The schedule carries the layer's parameter-weighted sparsity (what TFMOT's summaries report for it).
     layer_sparsity = float(sum(s * n for s, n in per_layer[layer.name]) / sum(n for _, n in per_layer[layer.name]))
-    if algorithm.name == "magnitude":
-      return pruning_wrapper.PruneLowMagnitude(layer, pruning_schedule=tfmot.sparsity.keras.PolynomialDecay(
-          initial_sparsity=0.0, final_sparsity=layer_sparsity, begin_step=begin, end_step=end,
-          power=algorithm.power, frequency=algorithm.update_frequency))
-    if type(layer) is keras.layers.DepthwiseConv2D:
+    if algorithm.name != "magnitude" and type(layer) is keras.layers.DepthwiseConv2D:
       original, layer = layer, SparsifiableDepthwiseConv2D.from_config(layer.get_config())
       replaced.append((original, layer))
-    schedule = SparseSchedule(layer_sparsity, begin_step=begin, end_step=end,
-                              update_frequency=algorithm.update_frequency,
-                              drop_fraction=algorithm.drop_fraction,
-                              drop_fraction_anneal=algorithm.drop_fraction_anneal)
-    return SparseWrapper(layer, schedule, algorithm=algorithm, seed=seed, layer_index=layer_index[layer.name],
-                         weight_sparsities=weight_sparsities if len(weight_sparsities) > 1 else None)
+    return _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_index[layer.name],
+                         weight_sparsities if len(weight_sparsities) > 1 else None)
 
-  sparse_model = keras.models.clone_model(model, input_tensors=None, clone_function=wrap)
-  for original, replacement in replaced:
-    replacement.set_weights(original.get_weights())
-  for wrapper in sparse_wrappers(sparse_model):
-    for weight, mask, _ in wrapper.pruning_vars:
-      weight.assign(weight * tf.cast(mask, weight.dtype))
-    # TFMOT's wrapper counts steps from -1 and asserts >= 1 after its first increment; start it where its
-    # UpdatePruningStep callback would (the optimizer's step), so neither fit nor custom loops need that callback.
-    wrapper.pruning_step.assign(0)
+  if _is_graph_model(model):
+    sparse_model = keras.models.clone_model(model, input_tensors=None, clone_function=wrap)
+    for original, replacement in replaced:
+      replacement.set_weights(original.get_weights())
+  else:
+    sparse_model = _wrap_in_place(model, wrap, replaced)
+  _start(sparse_wrappers(sparse_model))
+  if total_steps and (algorithm.dynamic or algorithm.name == "magnitude"):
+    training_steps.check_update_count(algorithm, begin, end, total_steps)
+  training_steps.resolve_in_fit(sparse_model)
   return sparse_model
 
 
+def _wrap_in_place(model, wrap, replaced):
+  """Wraps the prunable layers a subclassed `model` holds (see tfmot_rigl.keras.subclassed); returns `model`."""
+  replacements = {}
+  for layer in _leaf_layers(model):
+    wrapper = wrap(layer)
+    if wrapper is not layer:
+      replacements[id(layer)] = wrapper
+  subclassed.replace_layers(model, replacements)
+  for wrapper in replacements.values():
+    if not wrapper.built:  # the wrapped layer is built already, so the shape is not used
+      wrapper.build(None)
+  for original, replacement in replaced:
+    replacement.build(original.input_spec.shape if original.input_spec else None)
+    replacement.set_weights(original.get_weights())
+  return model
+
+
+def _can_sparsify(layer, sparsify_depthwise) -> bool:
+  if layer.built:
+    return bool(_prunable_weights(layer, sparsify_depthwise))
+  if isinstance(layer, keras.layers.DepthwiseConv2D) and not isinstance(layer, keras.layers.SeparableConv2D):
+    return sparsify_depthwise
+  if isinstance(layer, prunable_layer.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
+    return True
+  return prune_registry.PruneRegistry.supports(layer) and bool(prune_registry.PruneRegistry._weight_names(layer))
+
+
+def _prune_layer(layer, algorithm, sparsity, sparsify_depthwise, seed, total_steps):
+  """One layer wrapped at `sparsity`, like `prune_low_magnitude(layer)`; the model built from it trains as usual."""
+  if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+    raise ValueError(f"Layer {layer.name!r} is already wrapped for pruning; pass the original layer.")
+  if algorithm.name == "dense" or not sparsity:
+    return layer
+  if not _can_sparsify(layer, sparsify_depthwise):
+    raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}) has no sparsifiable weight; sparsify Dense, "
+                     "ConvND, SeparableConv, a PrunableLayer, or DepthwiseConv2D with sparsify_depthwise=True.")
+  if type(layer) is keras.layers.DepthwiseConv2D:
+    if layer.built:
+      raise ValueError(f"Layer {layer.name!r}: wrap a DepthwiseConv2D before it is built.")
+    layer = SparsifiableDepthwiseConv2D.from_config(layer.get_config())
+  begin, end = (training_steps.window_or_pending(algorithm, total_steps)
+                if algorithm.dynamic or algorithm.name == "magnitude" else (0, 0))
+  distributions.check_sparsity(sparsity)
+  wrapper = _make_wrapper(layer, algorithm, float(sparsity), begin, end, seed, _layer_seed_index(layer))
+  if layer.built:
+    wrapper.build(None)
+    _start([wrapper])
+  return wrapper
+
+
 def strip_sparse(model):
-  """A plain model with the final sparse weights: masks applied, then TFMOT's `strip_pruning`."""
-  for wrapper in sparse_wrappers(model):
+  """A plain model with the final sparse weights: masks applied, then TFMOT's `strip_pruning`.
+
+  Subclassed models are stripped in place (their wrappers replaced by the wrapped layers) and returned.
+  """
+  check_tf_keras(model, "strip_sparse")
+  wrappers = sparse_wrappers(model) if isinstance(model, keras.Model) else (
+      [model] if isinstance(model, pruning_wrapper.PruneLowMagnitude) else [])
+  for wrapper in wrappers:
     for weight, mask, _ in wrapper.pruning_vars:
       weight.assign(weight * tf.cast(mask, weight.dtype))
+  if not isinstance(model, keras.Model):
+    return model.layer if isinstance(model, pruning_wrapper.PruneLowMagnitude) else model
+  if not _is_graph_model(model):
+    subclassed.replace_layers(model, {id(wrapper): wrapper.layer for wrapper in wrappers})
+    return model
   return tfmot.sparsity.keras.strip_pruning(model)
 
 
