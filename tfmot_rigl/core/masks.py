@@ -26,8 +26,12 @@ def stateless_seed(*parts):
 
 
 def _tie_draws(size, seed):
-  """One uniform draw per element; among equal scores the smaller draw wins (a seeded random order)."""
-  return tf.random.stateless_uniform([size], seed=seed)
+  """One int32 draw per element; among equal scores the smaller draw wins (a seeded random order).
+
+  Integer draws with Philox named explicitly are bit-identical with and without XLA (float draws, and the default
+  "auto_select" generator, are not), so a compiled and an uncompiled step break ties alike.
+  """
+  return tf.random.stateless_uniform([size], seed=seed, minval=None, maxval=None, dtype=tf.int32, alg="philox")
 
 
 def _ordered_keys(scores):
@@ -39,7 +43,7 @@ def _ordered_keys(scores):
   return tf.where(bits >= 0, bits, _INT32_MIN - bits - 1)
 
 
-def _kth_largest(keys, candidates, k, low=_INT32_MIN, high=_INT32_MAX):
+def _kth_largest(keys, candidates, k):
   """The largest threshold t with #{candidates with key >= t} >= k: the k-th largest candidate key (k >= 1)."""
   k = tf.cast(k, tf.int32)
 
@@ -50,7 +54,8 @@ def _kth_largest(keys, candidates, k, low=_INT32_MIN, high=_INT32_MAX):
     return tf.where(enough, mid, lo), tf.where(enough, hi, mid - 1)
 
   lo, _ = tf.while_loop(lambda lo, hi: lo < hi, narrow,
-                        (tf.constant(low, tf.int64), tf.constant(high, tf.int64)), maximum_iterations=32)
+                        (tf.constant(_INT32_MIN, tf.int64), tf.constant(_INT32_MAX, tf.int64)),
+                        maximum_iterations=32)
   return tf.cast(lo, keys.dtype)
 
 
@@ -60,7 +65,14 @@ def largest(scores, candidates, count, seed):
   The order is (score descending, tie draw ascending, index ascending), the draws being `_tie_draws(size, seed)`.
   `count` may be a tensor; it must not exceed the number of candidates.
   """
-  count = tf.cast(count, tf.int32)
+  return _largest(tf.cast(scores, tf.float32), tf.cast(candidates, tf.bool), tf.cast(count, tf.int32),
+                  tf.cast(seed, tf.int32))
+
+
+# One graph for every size: eager callers (tests, apply_snip) run the bisection loop as a graph, not op by op.
+@tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.bool),
+                              tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32)])
+def _largest(scores, candidates, count, seed):
   keys = _ordered_keys(scores)
 
   def select():
@@ -70,10 +82,10 @@ def largest(scores, candidates, count, seed):
     wanted = count - tf.reduce_sum(tf.cast(above, tf.int32))
 
     def break_ties():
-      # Among the tied, the `wanted` smallest draws: the same bisection on the draws' (non-negative) bit patterns,
-      # negated so that the smallest draw is the largest key; equal draws go by index (a cumulative count).
-      draws = -tf.bitcast(_tie_draws(tf.size(keys), seed), tf.int32)
-      cut = _kth_largest(draws, tied, wanted, low=-_INT32_MAX, high=0)
+      # Among the tied, the `wanted` smallest draws: the same bisection on the draws, bit-inverted (~x = −x − 1)
+      # so that the smallest draw is the largest key; equal draws go by index (a cumulative count).
+      draws = tf.bitwise.invert(_tie_draws(tf.size(keys), seed))
+      cut = _kth_largest(draws, tied, wanted)
       before = tf.logical_and(tied, draws > cut)
       at_cut = tf.logical_and(tied, tf.equal(draws, cut))
       room = wanted - tf.reduce_sum(tf.cast(before, tf.int32))
