@@ -23,7 +23,7 @@ _EXPORTS = {
     "tfmot_rigl.algorithms": ["SET", "SNFS", "SNIP", "Dense", "Magnitude", "RigL", "SparseAlgorithm", "Static",
                               "algorithm_names", "make_algorithm"],
     "tfmot_rigl.core.distributions": ["layer_sparsities"],
-    "tfmot_rigl.keras": ["SparseSchedule", "SparseWrapper", "apply_snip", "model_sparsities", "prune_sparse",
+    "tfmot_rigl.keras": ["SparseSchedule", "SparseWrapper", "apply_snip", "load_model", "model_sparsities", "prune_sparse",
                          "sparse_scope", "sparse_wrappers", "strip_sparse", "wrap_optimizer"],
     "tfmot_rigl.keras.accounting": ["describe_model", "report"],
 }

@@ -37,8 +37,9 @@ class _SparseTrainingOptimizer:
 
   _sparse_targets = None  # a _Targets; a plain holder so the optimizer's checkpoint does not track the layers
 
-  @property
   def _sparse_wrappers(self):
+    # A method, not a property: Keras' `.keras` saver walks every attribute of the optimizer and would store the
+    # wrappers (with their variables) under the optimizer, where loading cannot find them.
     return self._sparse_targets.wrappers if self._sparse_targets else ()
 
   def apply_gradients(self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs):
@@ -47,7 +48,7 @@ class _SparseTrainingOptimizer:
     if aggregate and tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() is False:
       grads_and_vars = optimizer_utils.all_reduce_sum_gradients(grads_and_vars)
     step = tf.identity(self.iterations)
-    ours = [w for w in self._sparse_wrappers if isinstance(w, SparseWrapper)]
+    ours = [w for w in self._sparse_wrappers() if isinstance(w, SparseWrapper)]
     masks = {id(weight): mask for w in ours for weight, mask, _ in w.pruning_vars}
     dense_grads = {id(v): tf.convert_to_tensor(g) for g, v in grads_and_vars if id(v) in masks and g is not None}
     step_finite = _loss_scale_step_is_finite(self, grads_and_vars)
@@ -64,7 +65,7 @@ class _SparseTrainingOptimizer:
 
   def _per_layer_update(self, strategy, step, dense_grads, step_finite, make_update_fn):
     """Runs in cross-replica context; `strategy.extended.update` runs each layer's update on every device."""
-    for wrapper in self._sparse_wrappers:
+    for wrapper in self._sparse_wrappers():
       if isinstance(wrapper, SparseWrapper):
         for index, (weight, mask, _) in enumerate(wrapper.pruning_vars):
           if id(weight) in dense_grads:
