@@ -55,13 +55,29 @@ def test_sparse_tflite_is_small_and_matches_the_saved_model(exported, tmp_path, 
   assert _max_diff_to_saved_model(exported, dense, images) <= 1e-4
 
 
-def test_int8_on_top_of_sparse_is_smaller_and_close(exported, tmp_path):
+def _run_in_default_interpreter(path, images):
+  """As a user loads the file: tf.lite.Interpreter with default settings (XNNPACK delegate)."""
+  runner = tf.lite.Interpreter(model_path=path).get_signature_runner()
+  return runner(inputs=images)['probs']
+
+
+def test_int8_on_top_of_sparse_is_smaller_and_close(exported, tmp_path, capsys):
   sparse = _convert(exported, tmp_path, '--sparse')
-  int8 = _convert(exported, tmp_path, '--sparse', '--int8')
+  images = np.random.default_rng(8).integers(0, 256, size=(5, 28, 28, 1), dtype=np.uint8)
+  assert np.allclose(_run_in_default_interpreter(sparse, images).sum(axis=1), 1.0, atol=1e-5)
+  # Sparse int8 fully-connected weights do not run in the default interpreter: refused in one line, nothing written.
+  refused = tmp_path / 'refused.tflite'
+  assert tfm.main(['tflite', f'--saved_model={exported}', f'--output={refused}', '--sparse', '--int8']) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'does not run in the default tf.lite.Interpreter' in err[0], err
+  assert '--builtin_kernels_only' in err[0] and not refused.exists()
+  int8 = _convert(exported, tmp_path, '--sparse', '--int8', '--builtin_kernels_only')
+  assert 'BUILTIN_WITHOUT_DEFAULT_DELEGATES' in capsys.readouterr().out
   print(f'sparse float {os.path.getsize(sparse):,} bytes, sparse int8 {os.path.getsize(int8):,} bytes')
   assert os.path.getsize(int8) < 0.7 * os.path.getsize(sparse)
-  images = np.random.default_rng(8).integers(0, 256, size=(5, 28, 28, 1), dtype=np.uint8)
   assert _max_diff_to_saved_model(exported, int8, images) <= 0.1  # dynamic-range int8 weights: close, not equal
+  dense_int8 = _convert(exported, tmp_path, '--int8')
+  assert np.allclose(_run_in_default_interpreter(dense_int8, images).sum(axis=1), 1.0, atol=1e-4)
 
 
 def test_conversion_errors_leave_files_alone(exported, tmp_path, capsys):

@@ -1,9 +1,9 @@
 """`tfm tflite`: a stripped sparse SavedModel (from `tfm export`) as a TFLite file (see `tfmot_rigl.export.tflite`).
 
 Prints the file size against a dense float conversion of the same SavedModel, and writes the file only after
-checking its outputs against the SavedModel's on a few random inputs. The check runs TFLite's builtin kernels
-without the XNNPACK delegate: XNNPACK's sparse kernels are off on AVX CPUs, and int8 block-sparse fully-connected
-weights under XNNPACK gave NaNs and crashes on such machines; run the file the same way.
+checking its outputs against the SavedModel's on a few random inputs (TFLite's builtin kernels) and running it in a
+default `tf.lite.Interpreter`. `--sparse --int8` files with fully-connected layers fail in the default interpreter
+(its XNNPACK delegate cannot prepare sparse int8 weights): they are refused unless --builtin_kernels_only.
 """
 import sys
 from typing import List, Optional
@@ -11,7 +11,7 @@ from typing import List, Optional
 from tfmot_rigl.cli import UsageError
 from tfmot_rigl.cli import export as export_cli
 
-SYNOPSIS = '--saved_model=DIR --output=FILE.tflite [--sparse] [--int8] [--overwrite]'
+SYNOPSIS = '--saved_model=DIR --output=FILE.tflite [--sparse] [--int8] [--overwrite] [--builtin_kernels_only]'
 
 
 def define_flags():
@@ -24,6 +24,8 @@ def define_flags():
                          '(tf.lite.Optimize.EXPERIMENTAL_SPARSITY).')
     flags.DEFINE_boolean('int8', False, 'Dynamic-range int8 quantisation of the weights (on top of --sparse).')
     flags.DEFINE_string('signature_key', 'serving_default', 'SavedModel signature to convert.')
+    flags.DEFINE_boolean('builtin_kernels_only', False, 'Write the file even if the default tf.lite.Interpreter '
+                         '(XNNPACK) cannot run it, for interpreters made with BUILTIN_WITHOUT_DEFAULT_DELEGATES.')
   return flags_obj
 
 
@@ -44,7 +46,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
       result = tflite.export_tflite(flags_obj.saved_model, flags_obj.output, sparse=flags_obj.sparse,
                                     int8=flags_obj.int8, overwrite=flags_obj.overwrite,
-                                    signature_key=flags_obj.signature_key)
+                                    signature_key=flags_obj.signature_key,
+                                    builtin_kernels_only=flags_obj.builtin_kernels_only)
     except tflite.TfliteError as error:
       raise UsageError(str(error)) from None
     except tflite.OutputMismatchError as error:

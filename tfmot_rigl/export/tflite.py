@@ -5,11 +5,12 @@ in TFLite's sparse tensor format (values plus CSR-like indices; block-sparse whe
 cannot compute with such a tensor get a DENSIFY op in front. `int8=True` adds dynamic-range quantisation (int8
 weights, float activations) on top.
 
-Running the converted model: on x86 CPUs with AVX, XNNPACK's sparse kernels are switched off, and int8 block-sparse
-fully-connected weights under the XNNPACK delegate gave NaNs and crashes when measured on this kind of machine, so
-every interpreter made here uses the builtin op resolver without default delegates
-(`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`): TFLite's reference kernels, which read the sparse format.
-Deployments should do the same, or test their delegate on the sparse model.
+Running the converted model: the output check runs TFLite's builtin kernels without the default XNNPACK delegate
+(`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`, the reference kernels, which read the sparse format), and every
+file is also run once in a default `tf.lite.Interpreter` — what users load it with. Sparse int8 fully-connected
+weights fail there ("failed to delegate FULLY_CONNECTED node ... TfLiteXNNPackDelegate failed to prepare"), so such
+a file is refused unless `builtin_kernels_only=True` says it is meant for interpreters made with
+BUILTIN_WITHOUT_DEFAULT_DELEGATES.
 """
 import dataclasses
 import os
@@ -49,6 +50,7 @@ class TfliteResult:
   num_check_inputs: int
   sparse: bool
   int8: bool
+  runs_in_default_interpreter: bool = True
 
   @property
   def size_ratio(self) -> float:
@@ -60,8 +62,9 @@ class TfliteResult:
     return (f'wrote {self.path} ({kind}): {self.size_bytes:,} bytes, {self.size_ratio:.3f}x the dense float TFLite '
             f'({self.dense_size_bytes:,} bytes). Outputs match the SavedModel within {self.max_abs_diff:.2e} '
             f'(tolerance {self.tolerance:.2e}) on {self.num_check_inputs} random inputs, run with the builtin '
-            'kernels (no XNNPACK delegate: its sparse kernels are off on AVX CPUs and its int8 block-sparse '
-            'path is unreliable).')
+            'kernels; ' + ('it also runs in the default tf.lite.Interpreter (XNNPACK).' if self.runs_in_default_interpreter
+                           else 'run it with experimental_op_resolver_type=tf.lite.experimental.OpResolverType.'
+                           'BUILTIN_WITHOUT_DEFAULT_DELEGATES: the default interpreter (XNNPACK) cannot run it.'))
 
 
 def load_serving_signature(saved_model_dir: str, signature_key: str = SERVING_SIGNATURE):
@@ -98,6 +101,20 @@ def make_interpreter(model_content: bytes) -> tf.lite.Interpreter:
     return tf.lite.Interpreter(
         model_content=model_content,
         experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+
+
+def default_interpreter_error(model_content: bytes, feeds: Dict[str, np.ndarray],
+                              signature_key: str = SERVING_SIGNATURE) -> Optional[str]:
+  """Why a default `tf.lite.Interpreter` (XNNPACK delegate, as users load files) cannot run the model; None if it can."""
+  try:
+    with warnings.catch_warnings():
+      warnings.filterwarnings('ignore', category=UserWarning, module=r'tensorflow\.lite\.python\.interpreter')
+      outputs = tf.lite.Interpreter(model_content=model_content).get_signature_runner(signature_key)(**feeds)
+  except (RuntimeError, ValueError) as error:
+    return str(error).strip().splitlines()[0]
+  if not all(np.all(np.isfinite(value)) for value in outputs.values()):
+    return 'it computes NaN/inf outputs'
+  return None
 
 
 def _input_size_from_params(saved_model_dir: str) -> Optional[list]:
@@ -174,14 +191,18 @@ def check_output_path(output: str, overwrite: bool) -> None:
 
 def export_tflite(saved_model_dir: str, output: str, *, sparse: bool = False, int8: bool = False,
                   overwrite: bool = False, num_check_inputs: int = 4,
-                  signature_key: str = SERVING_SIGNATURE) -> TfliteResult:
+                  signature_key: str = SERVING_SIGNATURE, builtin_kernels_only: bool = False) -> TfliteResult:
   """Converts the SavedModel's serving signature to `output`, checks it against the SavedModel, reports sizes.
 
   The file is written only when the outputs agree: within FLOAT_TOLERANCE (INT8_TOLERANCE with `int8`) of the
   SavedModel's, relative to max(1, largest output magnitude), on `num_check_inputs` random inputs.
 
+  It is also run in a default `tf.lite.Interpreter`; a file that fails there is not written unless
+  `builtin_kernels_only` (meant for interpreters made with BUILTIN_WITHOUT_DEFAULT_DELEGATES).
+
   Raises:
-    TfliteError: no SavedModel or serving signature there, or `output` exists and `overwrite` is False.
+    TfliteError: no SavedModel or serving signature there, `output` exists and `overwrite` is False, or the default
+      interpreter cannot run the file (and not `builtin_kernels_only`).
     OutputMismatchError: the converted model's outputs differ by more than the tolerance.
   """
   loaded, signature = load_serving_signature(saved_model_dir, signature_key)
@@ -195,6 +216,14 @@ def export_tflite(saved_model_dir: str, output: str, *, sparse: bool = False, in
   if not diff <= tolerance:  # also catches NaN
     raise OutputMismatchError(f'the TFLite model\'s outputs differ from the SavedModel\'s by up to {diff:.3g} '
                               f'(tolerance {tolerance:.3g}); {output} was not written.')
+  default_error = default_interpreter_error(content, feeds, signature_key)
+  if default_error and not builtin_kernels_only:
+    kind = ' '.join(flag for flag, on in (('--sparse', sparse), ('--int8', int8)) if on) or 'this'
+    raise TfliteError(f'a {kind} file does not run in the default tf.lite.Interpreter (XNNPACK delegate: '
+                      f'{default_error}); {output} was not written. Use --sparse alone (float) or --int8 alone, or '
+                      'pass --builtin_kernels_only to write it for interpreters made with BUILTIN_WITHOUT_DEFAULT_'
+                      'DELEGATES.')
   _write_file(content, output)
   return TfliteResult(path=output, size_bytes=len(content), dense_size_bytes=len(dense_content), max_abs_diff=diff,
-                      tolerance=tolerance, num_check_inputs=num_check_inputs, sparse=sparse, int8=int8)
+                      tolerance=tolerance, num_check_inputs=num_check_inputs, sparse=sparse, int8=int8,
+                      runs_in_default_interpreter=default_error is None)
