@@ -107,6 +107,7 @@ def run(flags_obj) -> None:
   import tf_keras as keras
   from tfmot_rigl.modelgarden import inputs
   from tfmot_rigl.modelgarden import summaries
+  from tfmot_rigl.modelgarden.trainer import SparseTrainer
 
   if flags_obj.gin_file or flags_obj.gin_params:
     # Only when asked: parsing locks gin's registry for the rest of the process.
@@ -115,6 +116,13 @@ def run(flags_obj) -> None:
   mode = flags_obj.mode
   run_checks.check_model_dir(model_dir)
   params = parse_experiment(flags_obj, mode)
+  # First of all TensorFlow work: MultiWorkerMirroredStrategy must be created before any other op runs.
+  try:
+    strategy = distribute_utils.get_distribution_strategy(
+        distribution_strategy=params.runtime.distribution_strategy, all_reduce_alg=params.runtime.all_reduce_alg,
+        num_gpus=params.runtime.num_gpus, tpu_address=params.runtime.tpu)
+  except ValueError as error:
+    raise UsageError(f'runtime: {_config_error(error)}') from None
   latest = _check_resume(params, model_dir, flags_obj.experiment)
   for data in (params.task.train_data, params.task.validation_data):
     try:
@@ -123,12 +131,6 @@ def run(flags_obj) -> None:
       raise UsageError(str(error)) from None
   if params.runtime.mixed_precision_dtype:
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
-  try:
-    strategy = distribute_utils.get_distribution_strategy(
-        distribution_strategy=params.runtime.distribution_strategy, all_reduce_alg=params.runtime.all_reduce_alg,
-        num_gpus=params.runtime.num_gpus, tpu_address=params.runtime.tpu)
-  except ValueError as error:
-    raise UsageError(f'runtime: {_config_error(error)}') from None
   # One seed for the whole run: weight initialisation here, the data order and every mask draw from the same
   # task.sparsity.seed, so that two runs, or a run and its resumption, train on the same numbers.
   keras.utils.set_random_seed(params.task.sparsity.seed)
@@ -139,7 +141,8 @@ def run(flags_obj) -> None:
       # in custom_sparsities) or unreadable data is reported as bad input before anything is written to model_dir.
       trainer = train_utils.create_trainer(
           params, task, train='train' in mode, evaluate='eval' in mode,
-          checkpoint_exporter=train_lib.maybe_create_best_ckpt_exporter(params, model_dir))
+          checkpoint_exporter=train_lib.maybe_create_best_ckpt_exporter(params, model_dir),
+          trainer_cls=SparseTrainer)
     except ValueError as error:
       raise UsageError(_config_error(error)) from None
     if latest:
