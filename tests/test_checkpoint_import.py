@@ -49,8 +49,9 @@ def load_imported(experiment: str, model_dir: str):
 
 
 def _error_line(capsys) -> str:
+  """The one error line of a failed `tfm import-checkpoint` (stderr may also hold the model build's log lines)."""
   captured = capsys.readouterr()
-  lines = captured.err.strip().splitlines()
+  lines = [line for line in captured.err.splitlines() if line.startswith('tfm import-checkpoint: error:')]
   assert len(lines) == 1, captured.err
   assert 'Traceback' not in captured.err
   return lines[0]
@@ -106,7 +107,7 @@ def test_every_reference_variable_is_mapped_and_printed(resnet):
   model_variables = len(resnet['values']) - len(training_state)
   assert lines[-2].startswith(f'imported {model_variables} variables of the reference resnet50')
   assert sorted(os.listdir(resnet['model_dir'])) == ['checkpoint', 'ckpt-0.data-00000-of-00001', 'ckpt-0.index',
-                                                      'params.yaml']
+                                                      'experiment.txt', 'params.yaml']
 
 
 def test_imported_kernels_and_masks_equal_the_source(resnet, resnet_model):
@@ -207,28 +208,31 @@ def test_errors_are_one_line_with_exit_code_2(resnet, tmp_path, capsys):
 
 @pytest.fixture(scope='module')
 def mobilenet_v1(tmp_path_factory):
-  """A reference MobileNet-v1 checkpoint as the paper's runs leave it: first layer and depthwise kernels dense."""
+  """A reference MobileNet-v1 checkpoint as the paper's runs leave it (first layer and depthwise kernels dense),
+  imported at a small input size (the reference network takes any; 96x96 keeps the tests quick)."""
   workdir = tmp_path_factory.mktemp('import_mobilenet')
   layers = reference.mobilenet_v1_layers()
+  source = str(workdir / 'model.ckpt-32000')
   values = reference.write_reference_checkpoint(
-      str(workdir / 'model.ckpt-32000'), layers,
-      lambda scope, shape: None if scope.endswith('initial_conv') else 0.75)
-  return dict(workdir=workdir, layers=layers, values=values, source=str(workdir / 'model.ckpt-32000'))
+      source, layers, lambda scope, shape: None if scope.endswith('initial_conv') else 0.75)
+  model_dir = str(workdir / 'model_dir')
+  buffer = io.StringIO()
+  with contextlib.redirect_stdout(buffer):
+    assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl',
+                     f'--config_file={REPO}/official_configs/mobilenet1_rigl_uniform_s75_1x.yaml',
+                     '--params_override=task.model.input_size=[96,96,3]', f'--source={source}',
+                     f'--model_dir={model_dir}']) == 0
+  return dict(workdir=workdir, layers=layers, values=values, source=source, model_dir=model_dir,
+              import_output=buffer.getvalue())
 
 
-def test_mobilenet_v1_import_matches_the_reference_at_a_small_input(mobilenet_v1, capsys):
-  model_dir = mobilenet_v1['workdir'] / 'model_dir'
-  # The reference network takes any input size; 96x96 keeps the test quick.
-  assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl',
-                   f'--config_file={REPO}/official_configs/mobilenet1_rigl_uniform_s75_1x.yaml',
-                   '--params_override=task.model.input_size=[96,96,3]',
-                   f'--source={mobilenet_v1["source"]}', f'--model_dir={model_dir}']) == 0
-  lines = [line for line in capsys.readouterr().out.splitlines() if ' -> ' in line]
+def test_mobilenet_v1_import_matches_the_reference_at_a_small_input(mobilenet_v1):
+  lines = [line for line in mobilenet_v1['import_output'].splitlines() if ' -> ' in line]
   assert len(lines) == 2 + 4 * 13 + 1  # stem conv and batch norm, 13 x (depthwise, bn, pointwise, bn), head
   assert sum('sparsity 0.7500' in line for line in lines if '/contraction_1x1_' in line) == 13
   dense = ('resnet_model/depthwise_nxn_', 'resnet_model/initial_conv/')  # as the reference keeps them
   assert not any('sparsity' in line for line in lines if line.startswith(dense))
-  model = load_imported('mobilenet_rigl', str(model_dir))
+  model = load_imported('mobilenet_rigl', mobilenet_v1['model_dir'])
   image = np.random.default_rng(5).uniform(-2.0, 2.0, (2, 96, 96, 3)).astype(np.float32)
   expected = reference.mobilenet_v1_forward(image, mobilenet_v1['values']).numpy()
   logits = model(image, training=False).numpy()
@@ -258,13 +262,13 @@ def _write_records(path: str, images, labels) -> None:
 
 def test_tfm_train_evaluates_the_imported_model(mobilenet_v1, capsys):
   """Records labelled with the reference's own predictions: `tfm train --mode=eval` must score 100% on them."""
-  model_dir = str(mobilenet_v1['workdir'] / 'model_dir')
+  model_dir = mobilenet_v1['model_dir']
   params_file = os.path.join(model_dir, 'params.yaml')
   records = str(mobilenet_v1['workdir'] / 'validation.tfrecord')
   images = np.random.default_rng(11).integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
   _write_records(records, images, [0] * 4)
-  override = (f'task.validation_data.input_path={records},task.validation_data.global_batch_size=4,'
-              'trainer.validation_steps=1')
+  override = (f'task.train_data.input_path={records},task.validation_data.input_path={records},'
+              'task.validation_data.global_batch_size=4,trainer.validation_steps=1')
   # The evaluation's own preprocessing (decode, centre crop, resize, normalise) of those images.
   params = export_cli.experiment_params(argparse.Namespace(
       experiment='mobilenet_rigl', config_file=[], params_override=override, tpu='', tf_data_service='',
@@ -277,7 +281,8 @@ def test_tfm_train_evaluates_the_imported_model(mobilenet_v1, capsys):
   assert tfm.main(['train', '--mode=eval', '--experiment=mobilenet_rigl', f'--config_file={params_file}',
                    f'--model_dir={model_dir}', f'--params_override={override}']) == 0
   out = capsys.readouterr().out
-  assert re.search(r'test accuracy\s+1\.0000', out), out
+  assert 'restored model from' in out and 'ckpt-0' in out
+  assert re.search(r"'accuracy': (np\.float32\()?1\.0\b", out), out
 
 
 def test_mobilenet_v2_import_matches_the_reference_at_a_small_input(tmp_path, capsys):
@@ -298,3 +303,27 @@ def test_mobilenet_v2_import_matches_the_reference_at_a_small_input(tmp_path, ca
   logits = model(image, training=False).numpy()
   np.testing.assert_allclose(logits[:, 1:], reference.mobilenet_v2_forward(image, values).numpy(), rtol=1e-3,
                              atol=1e-3)
+
+
+def test_tfm_export_ships_the_reference_function(mobilenet_v1, tmp_path, capsys):
+  """The serving SavedModel keeps the reference's padding and ReLU (they live on the layers, not in the config)."""
+  model_dir = mobilenet_v1['model_dir']
+  export_dir = str(tmp_path / 'export')
+  assert tfm.main(['export', '--experiment=mobilenet_rigl', f'--model_dir={model_dir}', f'--export_dir={export_dir}',
+                   '--input_type=tflite']) == 0
+  serving = tf.saved_model.load(export_dir).signatures['serving_default']
+  image = np.random.default_rng(13).uniform(-2.0, 2.0, (2, 96, 96, 3)).astype(np.float32)
+  logits = next(value for key, value in serving(tf.constant(image)).items() if 'logits' in key).numpy()
+  np.testing.assert_allclose(logits[:, 1:], reference.mobilenet_v1_forward(image, mobilenet_v1['values']).numpy(),
+                             rtol=1e-3, atol=1e-3)
+
+
+def test_masks_the_experiment_cannot_hold_are_an_error(mobilenet_v1, tmp_path, capsys):
+  """A sparse first layer imported with a config that keeps it dense (uniform, first layer dense)."""
+  source = str(tmp_path / 'model.ckpt-1')
+  reference.write_reference_checkpoint(source, mobilenet_v1['layers'], lambda scope, shape: 0.5)
+  assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl', '--params_override=task.model.input_size=[96,96,3]',
+                   f'--source={source}', f'--model_dir={tmp_path / "out"}']) == 2
+  line = _error_line(capsys)
+  assert 'resnet_model/initial_conv is sparse in the checkpoint' in line and 'official_configs' in line
+  assert not os.path.exists(tmp_path / 'out')

@@ -51,7 +51,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     checkpoint_import.check_model_dir(model_dir)
     checkpoint_import.open_checkpoint(source)
     params = train.parse_experiment(parser_flags)
-    result = checkpoint_import.import_checkpoint(params, source, model_dir)
+    result = checkpoint_import.import_checkpoint(params, source, model_dir, experiment=experiment)
   except checkpoint_import.CheckpointImportError as error:
     raise UsageError(str(error)) from None
   for line in result.lines():

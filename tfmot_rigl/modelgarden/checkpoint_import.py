@@ -38,6 +38,7 @@ from official.vision.modeling.layers import nn_blocks
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from tfmot_rigl import keras as sparse_keras
+from tfmot_rigl.modelgarden import resume
 from tfmot_rigl.modelgarden import task as sparse_task  # noqa: F401  (registers the sparse task)
 
 SCOPE = 'resnet_model'  # the reference's outer variable scope, for all three networks
@@ -434,7 +435,8 @@ def check_model_dir(model_dir: str) -> None:
                                 'pass a new or empty directory.')
 
 
-def import_checkpoint(params: cfg.ExperimentConfig, source: str, model_dir: str) -> ImportResult:
+def import_checkpoint(params: cfg.ExperimentConfig, source: str, model_dir: str,
+                      experiment: Optional[str] = None) -> ImportResult:
   """Imports the reference checkpoint `source` into the experiment `params`' model and writes it to `model_dir`.
 
   Args:
@@ -442,6 +444,8 @@ def import_checkpoint(params: cfg.ExperimentConfig, source: str, model_dir: str)
       function (`import_params`) and saved as model_dir/params.yaml.
     source: the TF1 checkpoint prefix (model.ckpt-N) or a directory holding it.
     model_dir: a new or empty directory.
+    experiment: the registered experiment `params` comes from, recorded in model_dir as `tfm train` records it (so
+      `tfm train`, `tfm report` and `tfm export` check they are given the same one).
 
   Returns:
     An ImportResult with the per-layer mapping and the filled model.
@@ -470,16 +474,18 @@ def import_checkpoint(params: cfg.ExperimentConfig, source: str, model_dir: str)
     raise CheckpointImportError(
         f'{source} is not a reference {architecture} checkpoint (or not the experiment\'s width/classes): '
         f'{len(data.missing)} of its variables are missing, e.g. {_short(data.missing, 4)}.')
+  if problems:
+    raise CheckpointImportError(f'{len(problems)} layer(s) do not fit: {"; ".join(problems[:3])}'
+                                + (f'; and {len(problems) - 3} more' if len(problems) > 3 else '')
+                                + ' (for masks: pass the checkpoint\'s row of official_configs/ as --config_file).')
   skipped = sorted(name for name in shapes if is_training_state(name))
   unexpected = sorted(set(shapes) - set(data.read) - set(skipped))
   if unexpected:
     raise CheckpointImportError(f'{source} has {len(unexpected)} variable(s) the reference {architecture} does not: '
                                 f'{_short(unexpected)}; it is another network or a modified one.')
-  if problems:
-    raise CheckpointImportError(f'{len(problems)} layer(s) do not fit: {"; ".join(problems[:3])}'
-                                + (f'; and {len(problems) - 3} more' if len(problems) > 3 else '')
-                                + ' (for masks: pass the checkpoint\'s row of official_configs/ as --config_file).')
   path = write_model_dir(params, task, model, model_dir)
+  if experiment:
+    resume.record_experiment(model_dir, experiment)
   return ImportResult(model_dir=model_dir, checkpoint_path=path, architecture=architecture, layers=mapped,
                       source_variables=sorted(set(data.read)), skipped_variables=skipped, model=model, params=params)
 
