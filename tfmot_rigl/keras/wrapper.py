@@ -37,6 +37,9 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
 
   def __init__(self, layer, pruning_schedule: SparseSchedule, algorithm=None, seed: int = 0, layer_index: int = 0,
                weight_sparsities=None, **kwargs):
+    # Compute in the wrapped layer's dtype policy (mixed_float16/bfloat16 included): the wrapper's __call__ is what
+    # casts inputs and reads AutoCastVariables in the compute dtype, since it calls the layer's `call` directly.
+    kwargs.setdefault("dtype", layer.dtype_policy)
     super().__init__(layer, pruning_schedule=pruning_schedule, **kwargs)
     self.weight_sparsities = [float(s) for s in weight_sparsities] if weight_sparsities is not None else None
     self.algorithm = algorithms.deserialize(algorithm) if algorithm is not None else algorithms.RigL()
@@ -74,10 +77,14 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
       raise ValueError(f"Layer {self.layer.name!r} has {len(self.pruning_vars)} prunable weights but "
                        f"{len(self.weight_sparsities)} weight_sparsities; give one per prunable weight.")
     for index, (weight, mask, _) in enumerate(self.pruning_vars):
+      # Under mixed precision the kernel is an AutoCastVariable, read as float16/bfloat16 inside this (autocast) scope:
+      # masking and copying it through that read would round the float32 weights, so use the variable it wraps.
+      weight = getattr(weight, "_variable", weight)
+      dtype = weight.dtype
       if self.algorithm.needs_initial_weight:
         # grow_init=initial_dist draws new weights from the layer's values at initialisation (before masking).
         initial_weight = self.add_weight(f"initial_kernel_{index}", shape=weight.shape, initializer="zeros",
-                                         dtype=weight.dtype, trainable=False)
+                                         dtype=dtype, trainable=False, experimental_autocast=False)
         initial_weight.assign(weight)
         self.initial_weights.append(initial_weight)
       initial = tf.cast(self.algorithm.initial_mask(weight.shape, self.sparsity_of(index),
@@ -85,8 +92,9 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
       mask.assign(initial)
       weight.assign(weight * tf.cast(initial, weight.dtype))
       self.state.append({
-          name: self.add_weight(f"{name}_{index}", shape=weight.shape, initializer="zeros", dtype=weight.dtype,
-                                trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+          name: self.add_weight(f"{name}_{index}", shape=weight.shape, initializer="zeros", dtype=dtype,
+                                trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                                experimental_autocast=False)  # optimizer-side float32 state, never cast
           for name in self.algorithm.state_names()})
     # Mask updates skipped because this layer's gradient or weights were not finite (NaN/Inf) at an update step.
     self.skipped_updates = self.add_weight("skipped_updates", shape=(), initializer="zeros", dtype=tf.int64,
