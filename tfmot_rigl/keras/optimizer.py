@@ -51,13 +51,18 @@ class _SparseTrainingOptimizer:
     ours = [w for w in self._sparse_wrappers() if isinstance(w, SparseWrapper)]
     masks = {id(weight): mask for w in ours for weight, mask, _ in w.pruning_vars}
     dense_grads = {id(v): tf.convert_to_tensor(g) for g, v in grads_and_vars if id(v) in masks and g is not None}
-    step_finite = _loss_scale_step_is_finite(self, grads_and_vars)
+    def masked_gradients():
+      # g with inactive entries zeroed (tf.where, not M ⊙ g: a NaN gradient must not reach an inactive weight), read
+      # from the masks as they are at this point of the program.
+      return [(_masked_gradient(g, masks[id(v)]) if id(v) in dense_grads else g, v) for g, v in grads_and_vars]
+
+    # Decided on the gradients the loss scale optimizer itself will see (a NaN at an inactive entry is harmless).
+    step_finite = _loss_scale_step_is_finite(self, masked_gradients())
     if any(w.algorithm.name == "snip" for w in ours):
       # SNIP scores |g ⊙ w| with the weights *before* this first step, so its one shot runs ahead of the update.
       _in_cross_replica(self._per_layer_update, step, dense_grads, step_finite, _snip_update_fn)
-    # The inner optimizer sees g with inactive entries zeroed (tf.where, not M ⊙ g: a NaN gradient must not reach an
-    # inactive weight): inactive weights and their slots stay exactly zero between updates.
-    masked = [(_masked_gradient(g, masks[id(v)]) if id(v) in dense_grads else g, v) for g, v in grads_and_vars]
+    # The inner optimizer sees the masked gradients: inactive weights and their slots stay exactly zero.
+    masked = masked_gradients()
     result = _apply_inner(self, masked, name, kwargs)
     # Program order (automatic control dependencies) puts the mask update after the inner update.
     _in_cross_replica(self._per_layer_update, step, dense_grads, step_finite, _drop_and_grow_update_fn)
