@@ -144,6 +144,8 @@ def main():
   parser.add_argument("--epochs", type=int, default=20)
   parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (each gets its own TF)")
   parser.add_argument("--baseline", help="JSON written by an earlier run of this script, to compare against")
+  parser.add_argument("--resume", action="store_true", help="keep the runs already in the JSON, do the rest")
+  parser.add_argument("--render_only", action="store_true", help="only write the table of the runs in the JSON")
   parser.add_argument("--quick", action="store_true", help="smoke run: 30 steps, ΔT = 5, one seed, dense and RigL")
   parser.add_argument("--output", help="markdown table path (default docs/results/accuracy.md; --quick: a temp dir)")
   args = parser.parse_args()
@@ -158,21 +160,40 @@ def main():
     seeds, sparsities, methods = seeds[:1], [0.9], methods if args.methods else ["dense", "rigl"]
     epochs, steps_per_epoch, update_frequency = 1, 30, 5
   output = args.output or (quick_output("accuracy") if args.quick else "docs/results/accuracy.md")
+  runs_path = os.path.splitext(output)[0] + ".json"
+  # Seed-major order, so that a partial run has every (method, sparsity) cell at the first seeds.
   # Dense does not depend on the sparsity: one run per seed.
   configs = [(method, 0.0 if method == "dense" else sparsity, seed, epochs, steps_per_epoch, update_frequency)
-             for method in methods for sparsity in ([sparsities[0]] if method == "dense" else sparsities)
-             for seed in seeds]
+             for seed in seeds for method in methods
+             for sparsity in ([sparsities[0]] if method == "dense" else sparsities)]
+  runs, previous_wall = [], 0.0
+  if (args.resume or args.render_only) and os.path.exists(runs_path):
+    with open(runs_path, encoding="utf-8") as f:
+      saved = json.load(f)
+    runs, previous_wall = saved["runs"], saved.get("total_wall_s", 0.0)
+  done = {(r["method"], r["sparsity"], r["seed"], r["steps"]) for r in runs}
+  todo = [] if args.render_only else [c for c in configs if (c[0], c[1], c[2], c[3] * c[4]) not in done]
   start = time.perf_counter()
-  if args.jobs > 1:
+
+  def save(run):
+    runs.append(run)
+    os.makedirs(os.path.dirname(runs_path) or ".", exist_ok=True)
+    with open(runs_path, "w", encoding="utf-8") as f:
+      json.dump({"runs": runs, "total_wall_s": previous_wall + time.perf_counter() - start}, f, indent=1)
+
+  if args.jobs > 1 and todo:
     with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-      runs = pool.map(_run_alone, configs, chunksize=1)
+      for run in pool.imap_unordered(_run_alone, todo, chunksize=1):
+        save(run)
   else:
-    runs = []
-    for config in configs:
-      runs.append(train_and_evaluate(*config))
+    for config in todo:
+      save(train_and_evaluate(*config))
       print(f"{config[0]} s={config[1]} seed={config[2]}: {runs[-1]['accuracy'] * 100:.2f}% "
             f"in {runs[-1]['wall_s']:.0f} s", flush=True)
-  total_wall = time.perf_counter() - start
+  total_wall = previous_wall + time.perf_counter() - start
+  wanted = {(c[0], c[1], c[2], c[3] * c[4]) for c in configs}
+  runs = [r for r in runs if (r["method"], r["sparsity"], r["seed"], r["steps"]) in wanted]
+  seeds = sorted({r["seed"] for r in runs})
   baseline = None
   if args.baseline:
     with open(args.baseline, encoding="utf-8") as f:
@@ -182,16 +203,15 @@ def main():
             "train s per run"] + (["Δ mean acc vs baseline"] if baseline is not None else [])
   notes = [f"{len(seeds)} seed(s) ({','.join(map(str, seeds))}); {epochs} epoch(s) of {steps_per_epoch} steps at "
            f"batch {BATCH_SIZE}; ΔT = {update_frequency}. std is the sample standard deviation over seeds.",
-           "Sparsity columns: fraction of zeros in each kernel's mask at the end of training (fc1 784×300, fc2 300×100, "
-           "logits 100×10), mean over seeds; ERK keeps a kernel dense when its share would exceed 100%.",
-           f"Whole benchmark: {total_wall / 60:.1f} min wall with --jobs {args.jobs} ({len(configs)} runs)."]
+           "Sparsity columns: fraction of zeros in each kernel's mask at the end of training (fc1 784×300, "
+           "fc2 300×100, logits 100×10), mean over seeds; ERK keeps a kernel dense when its share would exceed 100%.",
+           f"Whole benchmark: {total_wall / 60:.1f} min wall with --jobs {args.jobs} ({len(runs)} of {len(configs)} "
+           "runs)."]
   if baseline is not None:
     notes.append(f"Baseline: {args.baseline}. Largest loss of mean accuracy: "
                  f"{-worst if worst is not None and worst < 0 else 0.0:.2f} points.")
   write_table(output, f"LeNet-300-100 on MNIST: accuracy of every method ({epochs} epochs, "
               f"{len(seeds)} seed(s))", header, rows, notes)
-  with open(os.path.splitext(output)[0] + ".json", "w", encoding="utf-8") as f:
-    json.dump({"runs": runs, "total_wall_s": total_wall}, f, indent=1)
 
 
 if __name__ == "__main__":
