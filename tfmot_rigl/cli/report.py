@@ -87,14 +87,46 @@ def experiment_report(params, model_dir: Optional[str] = None, checkpoint_path: 
       'sparsity': sparsity.sparsity, 'train_steps': train_steps, 'batch_size': batch_size,
       'training_multiplier': training_multiplier, 'masks': source,
   }
+  report['left_dense'] = left_dense(report, sparsity.distribution, sparsity.sparsify_depthwise)
   return report
+
+
+def left_dense(report: dict, distribution: str, sparsify_depthwise: bool) -> dict:
+  """{row name: why} for the conv/dense kernels of the report that stay dense (density 1)."""
+  reasons = {}
+  for row in report['layers']:
+    if row['kind'] not in ('conv', 'dense', 'depthwise') or row['density'] is None or row['density'] < 1.0:
+      continue
+    if row['kind'] == 'depthwise' and not sparsify_depthwise:
+      reasons[row['name']] = 'depthwise (task.sparsity.sparsify_depthwise=false)'
+    else:
+      reasons[row['name']] = (f'sparsity 0 from the {distribution} distribution (small or first layer), '
+                              'custom_sparsities or exclude')
+  return reasons
+
+
+def _kernel_rows(report: dict) -> int:
+  return sum(row['kind'] in ('conv', 'dense', 'depthwise') for row in report['layers'])
+
+
+def left_dense_line(reasons: dict, total: int) -> str:
+  """One line: how many conv/dense kernels stay dense, per reason, with a few names."""
+  if not reasons:
+    return 'Every conv/dense kernel is sparse.'
+  by_reason = {}
+  for name, reason in reasons.items():
+    by_reason.setdefault(reason, []).append(name)
+  parts = [f"{len(names)} {reason} [{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}]"
+           for reason, names in by_reason.items()]
+  return f"{len(reasons)} of {total} conv/dense kernels left dense: {'; '.join(parts)}."
 
 
 def render_markdown(report: dict) -> str:
   """A heading naming the experiment and where the masks came from, then the accounting's kernel tables."""
   config = report['config']
   return (f"## {config['experiment'] or 'experiment'}: {config['method']}, {config['distribution']} distribution, "
-          f"target sparsity {config['sparsity']:g}\nMasks from {config['masks']}.\n\n"
+          f"target sparsity {config['sparsity']:g}\nMasks from {config['masks']}.\n"
+          f"{left_dense_line(report.get('left_dense', {}), _kernel_rows(report))}\n\n"
           + core_accounting.render_markdown(report, kernels_only=True))
 
 

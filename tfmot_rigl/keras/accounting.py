@@ -54,6 +54,33 @@ def _sublayers(layer) -> list:
   return list(layer._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
 
 
+def _row_names(model) -> dict:
+  """id(leaf layer) -> the name its report rows carry: its own, or "block/name" where leaves share a name.
+
+  Model Garden's residual blocks each create layers called conv2d, conv2d_1, ...: prefixing the enclosing block
+  (the wrapped block's own name, not its wrapper's) tells the rows apart.
+  """
+  parents = {}
+
+  def walk(container, owner):
+    for sub in _sublayers(container):
+      inner = sub.layer if _is_wrapper(sub) else sub
+      if _is_wrapper(sub) and not _is_container(inner):
+        parents[id(sub)] = (sub, owner)
+        parents[id(inner)] = (inner, owner)
+      elif _is_container(inner):
+        walk(inner, inner.name if not isinstance(inner, keras.Model) or owner is None else owner)
+      else:
+        parents[id(sub)] = (sub, owner)
+
+  walk(model, None)
+  counts = {}
+  for layer, _ in parents.values():
+    counts[layer.name] = counts.get(layer.name, 0) + 1
+  return {layer_id: (f"{owner}/{layer.name}" if owner and counts[layer.name] > 1 else layer.name)
+          for layer_id, (layer, owner) in parents.items()}
+
+
 def _leaf_layers(layer) -> list:
   """Layers whose calls are recorded: pruning wrappers (their inner layer is counted through them), known layers
   and layers without sublayers. Containers (models, custom blocks) are walked into."""
@@ -206,8 +233,9 @@ def _sparsifiable_kernel(layer):
   return layer.kernel
 
 
-def _weighted_ops(layer, masks, output_shape, reuses_weights) -> List[accounting.LayerOp]:
+def _weighted_ops(layer, masks, output_shape, reuses_weights, row_name=None) -> List[accounting.LayerOp]:
   """The op(s) of one conv / depthwise / separable / dense layer; `masks` maps id(kernel variable) -> mask."""
+  row_name = row_name or layer.name
 
   def nonzeros(kernel):
     return None if reuses_weights else _nonzeros(kernel, masks.get(id(kernel)))
@@ -217,10 +245,10 @@ def _weighted_ops(layer, masks, output_shape, reuses_weights) -> List[accounting
     depthwise, pointwise = layer.depthwise_kernel, layer.pointwise_kernel
     depth_channels = int(depthwise.shape[-2] * depthwise.shape[-1])
     return [
-        accounting.LayerOp(f"{layer.name}/depthwise", "depthwise",
+        accounting.LayerOp(f"{row_name}/depthwise", "depthwise",
                            _with_channels(output_shape, depth_channels, layer.data_format), tuple(depthwise.shape),
                            nonzeros(depthwise), reuses_weights=reuses_weights),
-        accounting.LayerOp(f"{layer.name}/pointwise", "conv", output_shape, tuple(pointwise.shape),
+        accounting.LayerOp(f"{row_name}/pointwise", "conv", output_shape, tuple(pointwise.shape),
                            nonzeros(pointwise), has_bias=layer.use_bias, activation=activation,
                            reuses_weights=reuses_weights),
     ]
@@ -230,7 +258,7 @@ def _weighted_ops(layer, masks, output_shape, reuses_weights) -> List[accounting
     kind, kernel = "conv", layer.kernel
   else:
     kind, kernel = "dense", layer.kernel
-  return [accounting.LayerOp(layer.name, kind, output_shape, tuple(kernel.shape), nonzeros(kernel),
+  return [accounting.LayerOp(row_name, kind, output_shape, tuple(kernel.shape), nonzeros(kernel),
                              has_bias=layer.use_bias, activation=activation, reuses_weights=reuses_weights)]
 
 
@@ -244,6 +272,7 @@ def _describe(model, input_shape=None, sparsities: Optional[Mapping[str, float]]
   counted_weights = set()
 
   masks, weight_names = _wrapped_weights(model)
+  row_names = _row_names(model)
   for call in _trace(model, input_shape):
     layer, names = call.layer, [call.layer.name]
     if _is_wrapper(layer):
@@ -259,7 +288,7 @@ def _describe(model, input_shape=None, sparsities: Optional[Mapping[str, float]]
     elif isinstance(layer, _WEIGHTED):
       reuses = id(layer) in counted_weights
       counted_weights.add(id(layer))
-      new_ops = _weighted_ops(layer, masks, output_shape, reuses)
+      new_ops = _weighted_ops(layer, masks, output_shape, reuses, row_names.get(id(layer)))
       first = len(ops)
       ops.extend(new_ops)
       if not reuses:
