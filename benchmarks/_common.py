@@ -23,6 +23,13 @@ def lenet_300_100(seed=0):
   return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
 
 
+def resnet50(seed=0, size=224, classes=1000):
+  """tf_keras' ResNet-50 (53 conv kernels and one dense, 25.6 M parameters), randomly initialised."""
+  keras.utils.set_random_seed(seed)
+  return keras.applications.ResNet50(weights=None, input_shape=(size, size, 3), classes=classes,
+                                     classifier_activation=None)
+
+
 def cpu_model():
   try:
     with open("/proc/cpuinfo", encoding="utf-8") as f:

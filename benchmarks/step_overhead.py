@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from _common import keras, lenet_300_100, quick_output, tf, write_table
+from _common import keras, lenet_300_100, quick_output, resnet50, tf, write_table
 
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tfmot_rigl  # noqa: E402
@@ -40,12 +40,6 @@ def wide_resnet(seed=0, depth=16, width=2, size=32):
       shape=[None, size, size, 3]))(inputs)
   x = keras.layers.GlobalAveragePooling2D()(features[max(features)])
   return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
-
-
-def resnet50(seed=0, size=224, classes=1000):
-  keras.utils.set_random_seed(seed)
-  return keras.applications.ResNet50(weights=None, input_shape=(size, size, 3), classes=classes,
-                                     classifier_activation=None)
 
 
 QUICK_METHODS = ("dense", "tfmot", "rigl")

@@ -17,6 +17,7 @@ QUICK_RUNS = [
      ["method", "sparsity (ERK)", "test acc % (mean ± std)", "fc1 / fc2 / logits sparsity"]),
     ("python benchmarks/step_overhead.py --quick", ["model", "configuration", "median ms"]),
     ("python benchmarks/modelgarden_xla.py --quick", ["configuration", "median ms/step", "speed-up vs XLA off"]),
+    ("python benchmarks/profile_update.py --quick", ["implementation", "op type", "total ms"]),
 ]
 
 
