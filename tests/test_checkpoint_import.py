@@ -244,7 +244,8 @@ def test_unexpected_variables_are_listed(mobilenet_v1, tmp_path, capsys):
   reference.write_reference_checkpoint(
       source, mobilenet_v1['layers'], lambda scope, shape: None if scope.endswith('initial_conv') else 0.75,
       extra={'resnet_model/squeeze_excite_3/weights': np.zeros((8, 8), np.float32)})
-  assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl', '--params_override=task.model.input_size=[96,96,3]',
+  assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl',
+                   '--params_override=task.model.input_size=[96,96,3]',
                    f'--source={source}', f'--model_dir={tmp_path / "out"}']) == 2
   line = _error_line(capsys)
   assert 'resnet_model/squeeze_excite_3/weights' in line and 'does not' in line
@@ -322,7 +323,8 @@ def test_masks_the_experiment_cannot_hold_are_an_error(mobilenet_v1, tmp_path, c
   """A sparse first layer imported with a config that keeps it dense (uniform, first layer dense)."""
   source = str(tmp_path / 'model.ckpt-1')
   reference.write_reference_checkpoint(source, mobilenet_v1['layers'], lambda scope, shape: 0.5)
-  assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl', '--params_override=task.model.input_size=[96,96,3]',
+  assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl',
+                   '--params_override=task.model.input_size=[96,96,3]',
                    f'--source={source}', f'--model_dir={tmp_path / "out"}']) == 2
   line = _error_line(capsys)
   assert 'resnet_model/initial_conv is sparse in the checkpoint' in line and 'official_configs' in line

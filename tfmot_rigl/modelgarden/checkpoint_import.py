@@ -178,21 +178,23 @@ def resnet50_pairs(model: keras.Model) -> List[LayerPair]:
   Per block the reference creates the projection (first block of a group only) and then bottleneck_1/2/3, each
   followed by its batch norm; Model Garden's BottleneckBlock holds them as _shortcut/_norm0, _conv1/_norm1, ...
   """
+  # pylint: disable=protected-access
   layers = _graph_layers(model)
   blocks = _of_type(layers, nn_blocks.BottleneckBlock)
   if len(blocks) != 16:
     raise CheckpointImportError(f'expected ResNet-50\'s 16 bottleneck blocks, found {len(blocks)}.')
   pairs = _Pairs()
-  pairs.conv('initial_conv', _of_type(layers, keras.layers.Conv2D)[0], _of_type(layers, keras.layers.BatchNormalization)[0])
+  stem, stem_norm = _of_type(layers, keras.layers.Conv2D)[0], _of_type(layers, keras.layers.BatchNormalization)[0]
+  pairs.conv('initial_conv', stem, stem_norm)
   block_iter = iter(blocks)
   for group, repeats in enumerate((3, 4, 6, 3), start=1):
     for index in range(repeats):
       block = next(block_iter)
       name = f'block_group_projection_block_group{group}' if index == 0 else f'block_group{group}_{index}_1'
       if index == 0:
-        pairs.conv(f'bottleneck_projection_{name}', block._shortcut, block._norm0)  # pylint: disable=protected-access
-      for part, (conv, norm) in enumerate([(block._conv1, block._norm1), (block._conv2, block._norm2),  # pylint: disable=protected-access
-                                           (block._conv3, block._norm3)], start=1):  # pylint: disable=protected-access
+        pairs.conv(f'bottleneck_projection_{name}', block._shortcut, block._norm0)
+      parts = [(block._conv1, block._norm1), (block._conv2, block._norm2), (block._conv3, block._norm3)]
+      for part, (conv, norm) in enumerate(parts, start=1):
         pairs.conv(f'bottleneck_{part}_{name}', conv, norm)
   pairs.conv('final_dense', _head(layers), kind='dense')
   return pairs.pairs
