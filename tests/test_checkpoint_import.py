@@ -329,3 +329,38 @@ def test_masks_the_experiment_cannot_hold_are_an_error(mobilenet_v1, tmp_path, c
   line = _error_line(capsys)
   assert 'resnet_model/initial_conv is sparse in the checkpoint' in line and 'official_configs' in line
   assert not os.path.exists(tmp_path / 'out')
+
+
+def _tf1_unpruned_names():
+  """Variable names TF1 gives an unpruned conv and dense layer built as `pruning_layers.sparse_conv2d` /
+  `sparse_fully_connected` build them ('baseline': tf.layers inside a scope whose getter renames kernel/bias)."""
+  v1 = tf.compat.v1
+
+  def rename(getter, name, *args, **kwargs):
+    parts = name.split('/')
+    parts[-1] = {'kernel': 'weights', 'bias': 'biases'}.get(parts[-1], parts[-1])
+    return getter('/'.join(parts), *args, **kwargs)
+
+  with tf.Graph().as_default() as graph:
+    images = v1.placeholder(tf.float32, [1, 16, 16, 3])
+    with v1.variable_scope(None, 'resnet_model'):
+      with v1.variable_scope('initial_conv', 'Conv', [images], custom_getter=rename):
+        features = v1.layers.conv2d(images, 8, 7, strides=2, use_bias=False, name='initial_conv')
+      with v1.variable_scope('final_dense', 'Dense', [features], custom_getter=rename):
+        v1.layers.dense(v1.reshape(features, [1, -1]), 10, name='final_dense')
+    return {variable.name.split(':')[0]: variable.shape.as_list() for variable in graph.get_collection('variables')}
+
+
+def test_unpruned_layers_are_found_under_either_reference_naming():
+  """`resnet_model/initial_conv/kernel` when built directly (MobileNet's stem), `.../initial_conv/initial_conv/weights`
+  inside `pruning_layers`' renaming scope (ResNet's stem when the first layer is not pruned)."""
+  shapes = dict(_tf1_unpruned_names(), **{'resnet_model/contraction_1x1_0/kernel': [1, 1, 32, 64]})
+  assert 'resnet_model/initial_conv/initial_conv/weights' in shapes
+  source = checkpoint_import._Source(reader=None, shapes=shapes)  # pylint: disable=protected-access
+  assert source.find('resnet_model/initial_conv', ['weights', 'kernel']) == (
+      'resnet_model/initial_conv/initial_conv/weights')
+  assert source.find('resnet_model/final_dense', ['weights', 'kernel']) == 'resnet_model/final_dense/final_dense/weights'
+  assert source.find('resnet_model/final_dense', ['biases', 'bias']) == 'resnet_model/final_dense/final_dense/biases'
+  assert source.find('resnet_model/contraction_1x1_0', ['weights', 'kernel']) == (
+      'resnet_model/contraction_1x1_0/kernel')
+  assert source.find('resnet_model/initial_conv', ['mask']) is None
