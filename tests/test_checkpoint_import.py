@@ -359,7 +359,8 @@ def test_unpruned_layers_are_found_under_either_reference_naming():
   source = checkpoint_import._Source(reader=None, shapes=shapes)  # pylint: disable=protected-access
   assert source.find('resnet_model/initial_conv', ['weights', 'kernel']) == (
       'resnet_model/initial_conv/initial_conv/weights')
-  assert source.find('resnet_model/final_dense', ['weights', 'kernel']) == 'resnet_model/final_dense/final_dense/weights'
+  assert source.find('resnet_model/final_dense', ['weights', 'kernel']) == (
+      'resnet_model/final_dense/final_dense/weights')
   assert source.find('resnet_model/final_dense', ['biases', 'bias']) == 'resnet_model/final_dense/final_dense/biases'
   assert source.find('resnet_model/contraction_1x1_0', ['weights', 'kernel']) == (
       'resnet_model/contraction_1x1_0/kernel')
