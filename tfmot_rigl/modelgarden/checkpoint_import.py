@@ -2,8 +2,8 @@
 
 The reference builds ResNet-50 and MobileNet-v1/v2 with TF1 variable scopes: every pruned convolution or dense layer
 is a contrib `masked_conv2d` / `masked_fully_connected` under `resnet_model/<layer>/` with `weights`, `mask`,
-`threshold` (and `biases` for the head); unpruned ones are plain `tf.layers` (`kernel`, or `weights` under the
-`pruning_layers` getter); depthwise kernels are `depthwise_weights`; batch norms are `tf.layers.batch_normalization`
+`threshold` (and `biases` for the head); unpruned ones are plain `tf.layers` (`<layer>/kernel` when built directly,
+`<layer>/<layer>/weights` inside `pruning_layers`' renaming scope); depthwise kernels are `depthwise_weights`; batch norms are `tf.layers.batch_normalization`
 named `resnet_model/batch_normalization[_N]` in creation order (`gamma`, `beta`, `moving_mean`, `moving_variance`).
 
 `import_checkpoint` reads such a checkpoint with `tf.train.load_checkpoint`, pairs each reference layer with the
