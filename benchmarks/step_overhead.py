@@ -11,7 +11,7 @@ every 100 steps, as TFMOT users run it), and, for the dynamic methods, the step 
 Then the mask-update math alone (`core.masks.drop_and_grow` over every kernel of ResNet-50 at 80% ERK, α = 0.3, one
 tf.function, with and without XLA), and, where the code has it, the full-sort `drop_and_grow_reference` beside it.
 
-Usage: python benchmarks/step_overhead.py [--models lenet,wrn,resnet50] [--repeats 100] [--resnet_repeats 8]
+Usage: python benchmarks/step_overhead.py [--models lenet,wrn,resnet50] [--repeats 50] [--resnet_repeats 5]
        python benchmarks/step_overhead.py --quick      # smoke run: LeNet, dense/TFMOT/RigL, 3 repeats
 """
 import argparse
@@ -180,8 +180,8 @@ MODELS = {
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", default="lenet,wrn,resnet50")
-  parser.add_argument("--repeats", type=int, default=100, help="timed steps per configuration (LeNet, WRN)")
-  parser.add_argument("--resnet_repeats", type=int, default=8, help="timed steps per configuration on ResNet-50")
+  parser.add_argument("--repeats", type=int, default=50, help="timed steps per configuration (LeNet, WRN)")
+  parser.add_argument("--resnet_repeats", type=int, default=5, help="timed steps per configuration on ResNet-50")
   parser.add_argument("--quick", action="store_true",
                       help="smoke run: LeNet only, dense/TFMOT/RigL, 3 repeats, update math without XLA")
   parser.add_argument("--output", help="markdown table path (default docs/results/step_overhead.md; --quick: temp)")
@@ -237,7 +237,7 @@ def main():
   if args.quick:
     math_rows, _ = update_math_rows(lenet_300_100, "LeNet-300-100 (quick)", 0.8, 3, jit_options=(False,))
   elif "resnet50" in models:
-    math_rows, _ = update_math_rows(resnet50, "ResNet-50", 0.8, 10)
+    math_rows, _ = update_math_rows(resnet50, "ResNet-50", 0.8, args.resnet_repeats)
   write_table(output, "Train-step time: sparse methods vs dense and vs TFMOT prune_low_magnitude (CPU)",
               ["model", "configuration", "median ms/step", "IQR ms", "vs dense", "vs TFMOT",
                "amortised ΔT=100 vs dense"],
@@ -246,7 +246,7 @@ def main():
     write_table(output.replace(".md", "_update_math.md"),
                 "One mask update's drop/grow math over every kernel (80% ERK, α = 0.3), one tf.function",
                 ["model", "kernels", "implementation", "median ms", "IQR ms"], math_rows,
-                [f"Median of {3 if args.quick else 10} round-robin calls after one warm-up (tracing/compilation) call. "
+                [f"Median of {3 if args.quick else args.resnet_repeats} round-robin calls after one warm-up (tracing/compilation) call. "
                  "Masks, |W ⊙ M| and "
                  "|random gradients| are variables read inside the function; the update's weight and slot writes "
                  "are not included."])
