@@ -134,7 +134,6 @@ def main(argv: Optional[List[str]] = None) -> int:
           input_type=flags_obj.input_type, batch_size=flags_obj.batch_size, overwrite=flags_obj.overwrite)
     except saved_model.ExportError as error:
       raise UsageError(str(error)) from None
-    input_type = flags_obj.input_type
-  print(f'wrote the stripped sparse SavedModel to {path} (signature serving_default: {input_type} in, logits and '
-        'probs out)')
+    signature = saved_model.describe_signature(path, saved_model.serving_preprocessing(params, flags_obj.input_type))
+  print(f'wrote the stripped sparse SavedModel to {path}; {signature}')
   return 0

@@ -53,8 +53,10 @@ def main(argv: Optional[List[str]] = None) -> int:
   if name not in COMMANDS:
     print(f"tfm: error: unknown command {name!r}; use one of {', '.join(COMMANDS)} (tfm --help).", file=sys.stderr)
     return USAGE_EXIT_CODE
+  from tfmot_rigl.cli import console
   try:
-    return _command(name)(rest) or 0
+    with console.command_output(rest):  # no TensorFlow start-up noise (e.g. cuInit on machines without a GPU)
+      return _command(name)(rest) or 0
   except UsageError as error:
     print(f'tfm {name}: error: {error}', file=sys.stderr)
     return USAGE_EXIT_CODE

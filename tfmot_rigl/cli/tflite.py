@@ -42,12 +42,14 @@ def main(argv: Optional[List[str]] = None) -> int:
       raise UsageError('--saved_model is required: a SavedModel directory written by `tfm export`.')
     if not flags_obj.output:
       raise UsageError('--output is required: the .tflite file to write.')
+    from tfmot_rigl.cli import console
     from tfmot_rigl.export import tflite
     try:
-      result = tflite.export_tflite(flags_obj.saved_model, flags_obj.output, sparse=flags_obj.sparse,
-                                    int8=flags_obj.int8, overwrite=flags_obj.overwrite,
-                                    signature_key=flags_obj.signature_key,
-                                    builtin_kernels_only=flags_obj.builtin_kernels_only)
+      with console.filtered_stderr(console.CONVERTER_NOISE):  # the converter's C++ INFO/WARNING lines
+        result = tflite.export_tflite(flags_obj.saved_model, flags_obj.output, sparse=flags_obj.sparse,
+                                      int8=flags_obj.int8, overwrite=flags_obj.overwrite,
+                                      signature_key=flags_obj.signature_key,
+                                      builtin_kernels_only=flags_obj.builtin_kernels_only)
     except tflite.TfliteError as error:
       raise UsageError(str(error)) from None
     except tflite.OutputMismatchError as error:

@@ -116,13 +116,6 @@ def run(flags_obj) -> None:
   mode = flags_obj.mode
   run_checks.check_model_dir(model_dir)
   params = parse_experiment(flags_obj, mode)
-  # First of all TensorFlow work: MultiWorkerMirroredStrategy must be created before any other op runs.
-  try:
-    strategy = distribute_utils.get_distribution_strategy(
-        distribution_strategy=params.runtime.distribution_strategy, all_reduce_alg=params.runtime.all_reduce_alg,
-        num_gpus=params.runtime.num_gpus, tpu_address=params.runtime.tpu)
-  except ValueError as error:
-    raise UsageError(f'runtime: {_config_error(error)}') from None
   latest = _check_resume(params, model_dir, flags_obj.experiment)
   for data in (params.task.train_data, params.task.validation_data):
     try:
@@ -131,6 +124,14 @@ def run(flags_obj) -> None:
       raise UsageError(str(error)) from None
   if params.runtime.mixed_precision_dtype:
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
+  # The checks above run no TensorFlow op (MultiWorkerMirroredStrategy must be created before any) and initialise
+  # no device, so bad input is reported before TensorFlow's own start-up lines.
+  try:
+    strategy = distribute_utils.get_distribution_strategy(
+        distribution_strategy=params.runtime.distribution_strategy, all_reduce_alg=params.runtime.all_reduce_alg,
+        num_gpus=params.runtime.num_gpus, tpu_address=params.runtime.tpu)
+  except ValueError as error:
+    raise UsageError(f'runtime: {_config_error(error)}') from None
   # One seed for the whole run: weight initialisation here, the data order and every mask draw from the same
   # task.sparsity.seed, so that two runs, or a run and its resumption, train on the same numbers.
   keras.utils.set_random_seed(params.task.sparsity.seed)
@@ -145,7 +146,8 @@ def run(flags_obj) -> None:
           trainer_cls=SparseTrainer)
     except ValueError as error:
       raise UsageError(_config_error(error)) from None
-    if latest:
+    if latest and not os.path.exists(os.path.join(model_dir, resume.PARAMS_FILE)):
+      # With params.yaml, check_restart has compared the configs; without it, the checkpoint itself is compared.
       _check_checkpoint_fits(trainer, latest, model_dir)
   if 'train' in mode:
     # As Model Garden: pure eval jobs do not write params.yaml, so they cannot race a training job for it.
@@ -172,35 +174,47 @@ def _check_resume(params, model_dir: str, experiment: str) -> Optional[str]:
     raise UsageError(str(error)) from None
 
 
+def _weight_shapes(names_and_shapes, attribute: str) -> List[tuple]:
+  # 'kernel', 'mask', and TFMOT's 'mask_1', ... for the further masks of one wrapper.
+  pattern = re.compile(rf'{attribute}(_\d+)?')
+  return sorted(tuple(shape) for name, shape in names_and_shapes
+                if pattern.fullmatch(name.split('/')[-1].split(':')[0]))
+
+
 def _check_checkpoint_fits(trainer, latest: str, model_dir: str) -> None:
-  """Refuses a checkpoint of another model (params.yaml deleted or edited): a shape or a variable it lacks."""
+  """Refuses a checkpoint of another model (when params.yaml was deleted or edited): other kernels or masks.
+
+  Kernels and masks are compared by shape, so a checkpoint without optimizer slots or step counters (an imported
+  one) still fits; restoring it is then what Orbit does anyway.
+  """
   import tensorflow as tf
-  status = None
-  try:
-    status = trainer.checkpoint.read(latest)
-    status.assert_existing_objects_matched()
-  except (AssertionError, ValueError, tf.errors.OpError) as error:
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    raise UsageError(f'the latest checkpoint {latest} was made for another model ({reason[:200]}); pass a new '
-                     f'--model_dir, or delete {model_dir} to start fresh.') from None
-  finally:
-    if status is not None:
-      status.expect_partial()
+  saved = [(name[:-len('/.ATTRIBUTES/VARIABLE_VALUE')], shape) for name, shape in tf.train.list_variables(latest)
+           if name.startswith('model/') and name.endswith('/.ATTRIBUTES/VARIABLE_VALUE')]
+  built = [(weight.name, weight.shape.as_list()) for weight in trainer.model.weights]
+  for attribute in ('kernel', 'mask'):
+    saved_shapes, built_shapes = _weight_shapes(saved, attribute), _weight_shapes(built, attribute)
+    if saved_shapes != built_shapes:
+      raise UsageError(f'the latest checkpoint {latest} was made for another model ({attribute} shapes '
+                       f'{_shape_list(saved_shapes)} there, {_shape_list(built_shapes)} in this config\'s model); '
+                       f'pass a new --model_dir, or delete {model_dir} to start fresh.')
+
+
+def _shape_list(shapes) -> str:
+  return ', '.join('x'.join(str(d) for d in shape) for shape in shapes) or 'none'
 
 
 def main(argv: Optional[List[str]] = None) -> int:
   """`tfm train --experiment=NAME --model_dir=DIR [--mode=...] [--config_file=...] [--params_override=...]`."""
   from absl import logging
   argv = sys.argv[1:] if argv is None else list(argv)
+  from tfmot_rigl.cli import console
   if {'-h', '--help', '--helpshort'} & set(argv):
-    from official.common import flags as tfm_flags
-    print(f'usage: tfm train --experiment=NAME --model_dir=DIR [--mode={DEFAULT_MODE}] [--config_file=FILE.yaml] '
-          "[--params_override='task.sparsity.sparsity=0.9']\n")
-    print(_define_flags().module_help(tfm_flags))
+    print(console.train_help())
     return 0
   flags_obj = _parse_flags(argv)
   logging.use_absl_handler()
-  run(flags_obj)
+  with console.model_garden_logs(argv):  # Orbit's metric dicts: only with --verbosity
+    run(flags_obj)
   return 0
 
 

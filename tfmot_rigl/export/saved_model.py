@@ -135,6 +135,32 @@ class SparseClassificationModule(image_classification.ClassificationModule):
     return {'logits': logits, 'probs': tf.nn.softmax(logits)}
 
 
+def serving_preprocessing(params: cfg.ExperimentConfig, input_type: str) -> str:
+  """What the serving graph does to its inputs before the model, in words."""
+  size = '×'.join(str(d) for d in list(params.task.model.input_size)[:-1])
+  if input_type == 'tflite':
+    return f'float32 features already preprocessed as in training, {size} pixels'
+  if input_type == 'image_tensor':
+    scaling = ('pixel / 255' if sparse_inputs.is_mnist(params.task.train_data)
+               else 'ImageNet mean/std normalisation')
+    return f'uint8 images of any size, resized to {size} and scaled by {scaling} in the graph'
+  return f'{input_type} inputs, decoded, resized to {size} and scaled in the graph'
+
+
+def describe_signature(export_dir: str, preprocessing: str = '', signature_key: str = 'serving_default') -> str:
+  """One line on the SavedModel's serving signature: input name, dtype and shape; outputs; preprocessing."""
+  signature = tf.saved_model.load(export_dir).signatures[signature_key]
+  _, inputs = signature.structured_input_signature
+
+  def spec(name, tensor_spec):
+    return f'{name} {tensor_spec.dtype.name} {list(tensor_spec.shape.as_list())}'.replace('None', '-1')
+
+  ins = ', '.join(spec(name, value) for name, value in inputs.items())
+  outs = ', '.join(spec(name, value) for name, value in signature.structured_outputs.items())
+  return f'signature {signature_key}: input {ins} ({preprocessing}); outputs {outs}' if preprocessing else (
+      f'signature {signature_key}: input {ins}; outputs {outs}')
+
+
 def _check_target(export_dir: str, overwrite: bool) -> None:
   if os.path.exists(export_dir) and not os.path.isdir(export_dir):
     raise ExportError(f'export_dir {export_dir!r} is a file; pass a directory path.')
