@@ -169,7 +169,7 @@ def dense_layers_and_why(model, sparsities, exclude=(), sparsify_depthwise=False
     elif not _prunable_weights(layer, sparsify_depthwise):
       reasons[layer.name] = f"{type(layer).__name__} is not prunable (no TFMOT PrunableLayer)"
     else:
-      reasons[layer.name] = "distribution gives it sparsity 0 (small layer / first layer / custom_sparsities)"
+      reasons[layer.name] = "at sparsity 0 from the distribution (small or first layer) or custom_sparsities"
   return reasons
 
 
