@@ -46,13 +46,13 @@ def jpeg_records(tmp_path_factory):
   return path
 
 
-def tiny_experiment(name, records, sparsity=None, train_steps=2, steps_per_loop=2):
+def tiny_experiment(name, records, sparsity=None, train_steps=2, steps_per_loop=2, runtime=None):
   """The registered experiment `name`, shrunk to a few-second run on `records`, validated and locked."""
   params = exp_factory.get_exp_config(name)
   data = {'input_path': records, 'tfds_name': '', 'tfds_split': '', 'global_batch_size': BATCH_SIZE,
           'shuffle_buffer_size': 16, 'drop_remainder': True}
   params.override({
-      'runtime': {'enable_xla': False},
+      'runtime': dict({'enable_xla': False}, **(runtime or {})),
       'task': {'model': {'input_size': [IMAGE_SIZE, IMAGE_SIZE, 3], 'num_classes': NUM_CLASSES,
                          'backbone': TINY_BACKBONES[name]},
                'train_data': data, 'validation_data': dict(data, is_training=False),

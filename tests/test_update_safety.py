@@ -180,3 +180,22 @@ def test_mixed_precision_trains_with_updates(policy, method, global_policy):
   assert model.layers[1].compute_dtype == policy.removeprefix("mixed_")
   assert any(not np.array_equal(m.numpy(), old) for (_, m), old in zip(_kernels_masks(model), masks))
   _assert_exact_sparsity(model)
+
+
+def test_skipped_updates_are_summarised_and_logged_once(tmp_path, caplog):
+  from tfmot_rigl.keras import monitoring
+  model, optimizer = _sparse("rigl", keras.optimizers.SGD(0.01))
+  monitor = monitoring.MaskMonitor(model, 0)
+  optimizer.apply_gradients(_grads(model, nan_in="fc1"))
+  optimizer.apply_gradients(_grads(model, nan_in="fc1", step=1))
+  with caplog.at_level("WARNING"):
+    monitor.observe(1)
+    monitor.observe(2)
+  assert monitor.skipped == {"fc1": 2, "fc2": 0}
+  assert [r.getMessage() for r in caplog.records].count(next(
+      r.getMessage() for r in caplog.records if "'fc1' was skipped" in r.getMessage())) == 1
+  writer = tf.summary.create_file_writer(str(tmp_path))
+  monitoring.write_mask_summaries(writer, 2, monitor.masks, (), monitor.skipped)
+  tags = {value.tag for path in tmp_path.iterdir() for event in tf.compat.v1.train.summary_iterator(str(path))
+          for value in event.summary.value}
+  assert "mask_update/skipped/fc1" in tags and "mask_update/skipped/fc2" not in tags

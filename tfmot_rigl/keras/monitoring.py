@@ -19,6 +19,8 @@ TensorBoard tags written by `write_mask_summaries` (stable; tfm plot reads them 
                                          update dropped again (absent until an update has grown some)
   mask_update/drop_fraction              f(t) of the schedule at the update step (dynamic methods only)
   mask_update/updates_merged             scheduled update steps one observation covered (1: exact)
+  mask_update/skipped/<layer>            mask updates skipped so far because the layer's gradient or weights were
+                                         not finite (NaN/Inf); written once it is non-zero
 Mask-update values are written at the update step t (the step run with optimizer.iterations == t); sparsities at
 the observation step (optimizer.iterations after the observed steps). <kernel> is the layer name, or
 "layer/weight" for a layer with several sparsified weights (as in `tfmot_rigl.model_sparsities`).
@@ -33,6 +35,7 @@ import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -48,6 +51,7 @@ GROWN_FRACTION_TAG = "mask_update/grown_fraction/{}"
 GROWN_THEN_DROPPED_TAG = "mask_update/grown_then_dropped/{}"
 DROP_FRACTION_TAG = "mask_update/drop_fraction"
 UPDATES_MERGED_TAG = "mask_update/updates_merged"
+SKIPPED_TAG = "mask_update/skipped/{}"
 
 # 2**20 entries keeps every MNIST / CIFAR kernel and drops only the largest ResNet-50 ones (≈1 MB each as npz).
 DEFAULT_MAX_RECORDED_SIZE = 2 ** 20
@@ -194,6 +198,17 @@ class MaskMonitor:
                        if isinstance(wrapper, SparseWrapper) and wrapper.algorithm.dynamic}
     self.masks = read_masks(model)
     self._grown = {name: None for name in self.masks}  # connections grown at the previous change
+    self.skipped = read_skipped_updates(model)
+
+  def _report_skipped(self, step: int):
+    """Logs once per layer when its first mask update is skipped for non-finite values."""
+    skipped = read_skipped_updates(self.model)
+    for name, count in skipped.items():
+      if count and not self.skipped.get(name):
+        logging.warning("tfmot_rigl: the mask update of layer %r was skipped (by step %d): its gradient or weights "
+                        "were not finite (NaN/Inf); its mask is unchanged. Further skips are counted in the "
+                        "summary %s, not logged.", name, step, SKIPPED_TAG.format(name))
+    self.skipped = skipped
 
   def due(self, step: int) -> bool:
     """Whether a scheduled update ran since the last observation, given optimizer.iterations == step (cheap)."""
@@ -203,6 +218,7 @@ class MaskMonitor:
     """Reads the masks after `step` training steps (optimizer.iterations == step); one MaskChange per kernel that a
     scheduled update step passed over or whose mask changed since the last observation."""
     step = int(step)
+    self._report_skipped(step)
     masks = read_masks(self.model)
     changes = []
     for name, mask in masks.items():
@@ -229,7 +245,14 @@ class MaskMonitor:
     return changes
 
 
-def write_mask_summaries(writer, step: int, masks: Dict[str, np.ndarray], changes: Sequence[MaskChange] = ()):
+def read_skipped_updates(model) -> Dict[str, int]:
+  """{layer name: mask updates skipped for non-finite values} of every SparseWrapper in `model`."""
+  return {wrapper.layer.name: int(wrapper.skipped_updates.numpy()) for wrapper in sparse_wrappers(model)
+          if isinstance(wrapper, SparseWrapper) and hasattr(wrapper, "skipped_updates")}
+
+
+def write_mask_summaries(writer, step: int, masks: Dict[str, np.ndarray], changes: Sequence[MaskChange] = (),
+                         skipped: Optional[Dict[str, int]] = None):
   """Writes the sparsities (at `step`) and the mask changes (at their update steps) with the tags listed above."""
   with writer.as_default():
     for name, value in sparsities(masks).items():
@@ -247,6 +270,9 @@ def write_mask_summaries(writer, step: int, masks: Dict[str, np.ndarray], change
         tf.summary.scalar(UPDATES_MERGED_TAG, change.updates, step=change.step)
         if change.drop_fraction is not None:
           tf.summary.scalar(DROP_FRACTION_TAG, change.drop_fraction, step=change.step)
+    for name, count in (skipped or {}).items():
+      if count:
+        tf.summary.scalar(SKIPPED_TAG.format(name), count, step=step)
   writer.flush()
 
 
@@ -359,12 +385,12 @@ class SparsitySummaries(keras.callbacks.Callback):
     step = self._epoch_start + batch + 1
     if self.monitor.due(step):
       changes = self.monitor.observe(step)
-      write_mask_summaries(self._writer, step, self.monitor.masks, changes)
+      write_mask_summaries(self._writer, step, self.monitor.masks, changes, self.monitor.skipped)
       if self.history:
         self.history.maybe_save(step, self.monitor.masks, model_input_shape(self.model))
 
   def on_train_end(self, logs=None):
     step = self._iterations()
     changes = self.monitor.observe(step)
-    write_mask_summaries(self._writer, step, self.monitor.masks, changes)
+    write_mask_summaries(self._writer, step, self.monitor.masks, changes, self.monitor.skipped)
     self._writer.close()

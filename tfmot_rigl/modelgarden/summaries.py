@@ -272,7 +272,7 @@ class SparseTrainingReporter:
     if not self.writes:
       return
     masks = self.monitor.masks
-    monitoring.write_mask_summaries(self._writer, step, masks, changes)
+    monitoring.write_mask_summaries(self._writer, step, masks, changes, self.monitor.skipped)
     if self._pruning_summaries is not None:
       self._pruning_summaries.on_epoch_begin(epoch=None)
     if training:
