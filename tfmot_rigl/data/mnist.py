@@ -100,6 +100,22 @@ def _prepared_tfds_builder(data_dir: str):
   return builder
 
 
+def count_records(path: str, limit=None) -> int:
+  """Records in a TFRecord file (at most `limit`), read on the host: tf.errors.DataLossError if one is corrupt.
+
+  A record reader rather than tf.data, so that no TensorFlow op runs: checks before a run starts must not initialise
+  devices (MultiWorkerMirroredStrategy has to be created before any op).
+  """
+  from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
+  count = 0
+  with deprecation.silence():  # tf_record_iterator is deprecated for tf.data, which would run ops
+    for _ in tf.compat.v1.io.tf_record_iterator(path):
+      count += 1
+      if limit is not None and count >= limit:
+        break
+  return count
+
+
 def verify_prepared_split(builder, split: str, data_dir: str) -> None:
   """Reads every record of a prepared split's files: ValueError naming the file if one is corrupt or truncated.
 
@@ -117,14 +133,18 @@ def verify_prepared_split(builder, split: str, data_dir: str) -> None:
     if not tf.io.gfile.exists(path):
       raise ValueError(f"TFDS 'mnist' file '{path}' is missing; {rebuild}")
     try:
-      count = int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda count, _: count + 1))
+      count = count_records(path)
     except tf.errors.OpError as error:
       reason = (str(error.message).strip().splitlines() or [type(error).__name__])[0]
-      reason = reason.split("}} ")[-1].split(" [Op:")[0]
       raise ValueError(f"TFDS 'mnist' file '{path}' is corrupt or truncated ({reason}); {rebuild}") from None
     if count != expected:
       raise ValueError(f"TFDS 'mnist' file '{path}' holds {count} records where its dataset_info.json says "
                        f"{expected} (truncated?); {rebuild}")
+
+
+def check_prepared_split(split: str, data_dir: str) -> None:
+  """The errors `mnist_dataset(split, data_dir)` would raise for a TFDS data_dir, without building a dataset."""
+  verify_prepared_split(_prepared_tfds_builder(data_dir), _canonical_split(split), data_dir)
 
 
 def mnist_source(data_dir=None) -> str:

@@ -80,7 +80,7 @@ def check_data(params: cfg.DataConfig, what: str) -> None:
   if is_mnist(params):
     if params.tfds_data_dir:
       split = params.tfds_split or ('train' if params.is_training else 'test')
-      mnist.mnist_dataset(split, data_dir=params.tfds_data_dir)
+      mnist.check_prepared_split(split, params.tfds_data_dir)
     return
   if params.tfds_name or not params.input_path:
     return
@@ -90,8 +90,8 @@ def check_data(params: cfg.DataConfig, what: str) -> None:
     raise ValueError(f'{what}.input_path={params.input_path!r} matches no file; point it at TFRecord files '
                      '(e.g. /data/imagenet/train*).')
   try:
-    next(iter(tf.data.TFRecordDataset(files[0]).take(1)), None)
+    mnist.count_records(files[0], limit=1)
   except tf.errors.OpError as error:
-    reason = str(error.message).strip().splitlines()[0].split('}} ')[-1].split(' [Op:')[0]
+    reason = str(error.message).strip().splitlines()[0]
     raise ValueError(f"{what}.input_path file '{files[0]}' is not a readable TFRecord file ({reason}); point "
                      'input_path at TFRecord files.') from None
