@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
+from official.core import task_factory
 
 import reference_resnet as reference
 import tfmot_rigl
@@ -275,7 +276,6 @@ def test_tfm_train_evaluates_the_imported_model(mobilenet_v1):
   params = export_cli.experiment_params(argparse.Namespace(
       experiment='mobilenet_rigl', config_file=[], params_override=override, tpu='', tf_data_service='',
       model_dir=model_dir))
-  from official.core import task_factory
   task = task_factory.get_task(params.task)
   preprocessed, _ = next(iter(task.build_inputs(params.task.validation_data)))
   labels = np.argmax(reference.mobilenet_v1_forward(preprocessed, mobilenet_v1['values']).numpy(), axis=1) + 1
