@@ -10,7 +10,6 @@ for a name it does not hold. Registering at lookup, not at the factory's import,
 Model Garden's own modules import the factory halfway through their own imports.
 """
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 
@@ -47,7 +46,7 @@ def _make_lazy(exp_factory_module):
     exp_factory_module._REGISTERED_CONFIGS = _RegistersOnFirstMiss(configs)
 
 
-class _AfterExpFactory(importlib.abc.MetaPathFinder):
+class _AfterExpFactory:  # a meta path finder (importlib.abc, not imported: it costs more than this package)
   """Finds `official.core.exp_factory` as the path finder would, and makes its registry lazy once executed."""
 
   def find_spec(self, fullname, path, target=None):
