@@ -177,23 +177,59 @@ MODELS = {
 }
 
 
+def verdicts(summaries):
+  """One line per issue-11 target that these measurements decide, with the figure and met/missed."""
+  lines = []
+  for name, summary in summaries.items():
+    model_label = MODELS[name][0]
+    update = summary.get("rigl", {}).get("update_minus_non_update_s")
+    if update is not None:
+      ratio = update / summary["dense_s"]
+      verdict = f" (target ≤ 0.5×: {'met' if ratio <= 0.5 else 'missed'})" if name == "resnet50" else ""
+      lines.append(f"{model_label}: one RigL mask update (update step − non-update step) = {update * 1000:.1f} ms "
+                   f"= {ratio:.3f}× one dense training step{verdict}.")
+    limit = AMORTISED_TARGET[name]
+    for method in ("set", "rigl", "snfs"):
+      if method in summary:
+        value = summary[method]["amortised_vs_dense"]
+        lines.append(f"{model_label}: {method} amortised over ΔT=100 = {value:.3f}× dense "
+                     f"(target ≤ {limit:.2f}×: {'met' if value <= limit else 'missed'}).")
+    for method in ("static", "set", "rigl", "snfs"):
+      if method in summary:
+        value = summary[method]["non_update_vs_tfmot"]
+        lines.append(f"{model_label}: {method} non-update step = {value:.3f}× TFMOT's step (target ≤ 1.03×: "
+                     f"{'met' if value <= 1.03 else 'missed'}).")
+  return lines
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", default="lenet,wrn,resnet50")
+  parser.add_argument("--methods", default="static,set,rigl,snfs",
+                      help="sparse methods timed beside dense and TFMOT (always timed)")
   parser.add_argument("--repeats", type=int, default=50, help="timed steps per configuration (LeNet, WRN)")
   parser.add_argument("--resnet_repeats", type=int, default=5, help="timed steps per configuration on ResNet-50")
+  parser.add_argument("--update_math", choices=["auto", "only", "skip"], default="auto",
+                      help="the ResNet-50 update-math table: with resnet50 in --models (auto), alone, or not at all")
   parser.add_argument("--quick", action="store_true",
                       help="smoke run: LeNet only, dense/TFMOT/RigL, 3 repeats, update math without XLA")
   parser.add_argument("--output", help="markdown table path (default docs/results/step_overhead.md; --quick: temp)")
   args = parser.parse_args()
   models = ["lenet"] if args.quick else args.models.split(",")
-  configs = [c for c in CONFIGS if c[1] in QUICK_METHODS] if args.quick else CONFIGS
+  methods = set(QUICK_METHODS if args.quick else ["dense", "tfmot"] + args.methods.split(","))
+  configs = [c for c in CONFIGS if c[1] in methods]
   unknown = sorted(set(models) - set(MODELS))
   if unknown:
     parser.error(f"unknown model(s) {unknown}; choose from {','.join(MODELS)}")
   output = args.output or (quick_output("step_overhead") if args.quick else "docs/results/step_overhead.md")
+  notes = [f"Timed steps per configuration: {3 if args.quick else args.repeats} (LeNet, WRN), "
+           f"{3 if args.quick else args.resnet_repeats} (ResNet-50); round-robin, after 2 warm-up steps each. "
+           "SGD momentum 0.9, random inputs.",
+           "amortised = ((ΔT−1) · non-update + update) / ΔT / dense, ΔT = 100. TFMOT: "
+           "prune_low_magnitude(ConstantSparsity(sparsity, frequency=100)) over the whole model (uniform sparsity); "
+           "its median is a non-update step."]
   rows, summaries = [], {}
-  for name in models:
+  for name in models if args.update_math != "only" else []:
     label, build, shape, sparsity = MODELS[name]
     repeats = 3 if args.quick else (args.resnet_repeats if name == "resnet50" else args.repeats)
     classes = 1000 if name == "resnet50" else 10
@@ -207,49 +243,23 @@ def main():
     rows += model_rows
     print(f"{label}: timed {repeats} round-robin steps per configuration", flush=True)
     del steps
-  notes = [f"Timed steps per configuration: {3 if args.quick else args.repeats} (LeNet, WRN), "
-           f"{3 if args.quick else args.resnet_repeats} (ResNet-50); round-robin, after 2 warm-up steps each. "
-           "SGD momentum 0.9, random inputs.",
-           "amortised = ((ΔT−1) · non-update + update) / ΔT / dense, ΔT = 100. TFMOT: "
-           "prune_low_magnitude(ConstantSparsity(sparsity, frequency=100)) over the whole model (uniform sparsity); "
-           "its median is a non-update step."]
-  derived = []
-  for name, summary in summaries.items():
-    model_label = MODELS[name][0]
-    update = summary.get("rigl", {}).get("update_minus_non_update_s")
-    if update is not None:
-      ratio = update / summary["dense_s"]
-      verdict = f" (target ≤ 0.5×: {'met' if ratio <= 0.5 else 'missed'})" if name == "resnet50" else ""
-      derived.append(f"{model_label}: one RigL mask update (update step − non-update step) = {update * 1000:.1f} ms "
-                     f"= {ratio:.3f}× one dense training step{verdict}.")
-    limit = AMORTISED_TARGET[name]
-    for method in ("set", "rigl", "snfs"):
-      if method in summary:
-        value = summary[method]["amortised_vs_dense"]
-        derived.append(f"{model_label}: {method} amortised over ΔT=100 = {value:.3f}× dense "
-                       f"(target ≤ {limit:.2f}×: {'met' if value <= limit else 'missed'}).")
-    for method in ("static", "set", "rigl", "snfs"):
-      if method in summary:
-        value = summary[method]["non_update_vs_tfmot"]
-        derived.append(f"{model_label}: {method} non-update step = {value:.3f}× TFMOT's step (target ≤ 1.03×: "
-                       f"{'met' if value <= 1.03 else 'missed'}).")
+    # Written after every model, so that a long run that is stopped still leaves what it measured.
+    write_table(output, "Train-step time: sparse methods vs dense and vs TFMOT prune_low_magnitude (CPU)",
+                ["model", "configuration", "median ms/step", "IQR ms", "vs dense", "vs TFMOT",
+                 "amortised ΔT=100 vs dense"],
+                rows, notes + [""] + [f"- {line}" for line in verdicts(summaries)])
   math_rows = []
   if args.quick:
     math_rows, _ = update_math_rows(lenet_300_100, "LeNet-300-100 (quick)", 0.8, 3, jit_options=(False,))
-  elif "resnet50" in models:
+  elif args.update_math == "only" or (args.update_math == "auto" and "resnet50" in models):
     math_rows, _ = update_math_rows(resnet50, "ResNet-50", 0.8, args.resnet_repeats)
-  write_table(output, "Train-step time: sparse methods vs dense and vs TFMOT prune_low_magnitude (CPU)",
-              ["model", "configuration", "median ms/step", "IQR ms", "vs dense", "vs TFMOT",
-               "amortised ΔT=100 vs dense"],
-              rows, notes + [""] + [f"- {line}" for line in derived])
   if math_rows:
     write_table(output.replace(".md", "_update_math.md"),
                 "One mask update's drop/grow math over every kernel (80% ERK, α = 0.3), one tf.function",
                 ["model", "kernels", "implementation", "median ms", "IQR ms"], math_rows,
-                [f"Median of {3 if args.quick else args.resnet_repeats} round-robin calls after one warm-up (tracing/compilation) call. "
-                 "Masks, |W ⊙ M| and "
-                 "|random gradients| are variables read inside the function; the update's weight and slot writes "
-                 "are not included."])
+                [f"Median of {3 if args.quick else args.resnet_repeats} round-robin calls after one warm-up "
+                 "(tracing/compilation) call. Masks, |W ⊙ M| and |random gradients| are variables read inside the "
+                 "function; the update's weight and slot writes are not included."])
 
 
 if __name__ == "__main__":
