@@ -205,8 +205,9 @@ def main():
            f"batch {BATCH_SIZE}; ΔT = {update_frequency}. std is the sample standard deviation over seeds.",
            "Sparsity columns: fraction of zeros in each kernel's mask at the end of training (fc1 784×300, "
            "fc2 300×100, logits 100×10), mean over seeds; ERK keeps a kernel dense when its share would exceed 100%.",
-           f"Whole benchmark: {total_wall / 60:.1f} min wall with --jobs {args.jobs} ({len(runs)} of {len(configs)} "
-           "runs)."]
+           (f"Rendered from {runs_path}: {len(runs)} of {len(configs)} runs, made in {total_wall / 60:.1f} min of wall "
+            "time." if args.render_only else f"Whole benchmark: {total_wall / 60:.1f} min wall with --jobs {args.jobs} "
+            f"({len(runs)} of {len(configs)} runs).")]
   if baseline is not None:
     notes.append(f"Baseline: {args.baseline}. Largest loss of mean accuracy: "
                  f"{-worst if worst is not None and worst < 0 else 0.0:.2f} points.")
