@@ -58,7 +58,8 @@ class SparsityConfig(hyperparams.Config):
       grad_scale | grad_sign (optionally with a divisor, e.g. random_normal_2).
     initial_acc_scale: RigL: new connections start with momentum initial_acc_scale · gradient (0 resets it).
     snfs_momentum: SNFS: momentum of the gradient moving average used as grow score.
-    seed: seed of the initial masks and of every random draw of the mask updates.
+    seed: seed of the whole run: the initial masks and every random draw of the mask updates, and in `tfm train`
+      also the weight initialisation and the training data order (unless task.train_data.seed is set).
     total_steps: number of training steps fractional begin/end refer to; None means trainer.train_steps (filled in
       when the experiment config is validated).
   """
