@@ -18,6 +18,7 @@ QUICK_RUNS = [
     ("python benchmarks/step_overhead.py --quick", ["model", "configuration", "median ms"]),
     ("python benchmarks/modelgarden_xla.py --quick", ["configuration", "median ms/step", "speed-up vs XLA off"]),
     ("python benchmarks/profile_update.py --quick", ["implementation", "op type", "total ms"]),
+    ("python benchmarks/profile_step.py --quick", ["configuration", "op type", "ms per step"]),
 ]
 
 
