@@ -60,8 +60,9 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
     if self._optimizer_ref is None or self._optimizer_ref() is None:
       raise ValueError(
           f"Layer {self.layer.name!r} is being trained, but no optimizer drives its sparse training: pass the "
-          "optimizer through tfmot_rigl.wrap_optimizer(optimizer, model) before compiling or training (without it "
-          "masks never change and inactive weights would be trained back to non-zero).")
+          "optimizer through tfmot_rigl.wrap_optimizer(optimizer, model) before compiling or training; for a model "
+          "loaded with keras.models.load_model, load it with tfmot_rigl.load_model instead, which does that (without "
+          "it masks never change and inactive weights would be trained back to non-zero).")
 
   def layer_seed(self, step, purpose: int = 0):
     """int32 [2] stateless seed for (run seed + offset, this layer, purpose, step)."""
