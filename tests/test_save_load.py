@@ -54,3 +54,13 @@ def test_save_load_continue_sparse_training(tmp_path, path, load):
   for wrapper in wrappers:
     kernel, mask, _ = wrapper.pruning_vars[0]
     assert np.all(kernel.numpy()[mask.numpy() == 0] == 0)
+
+
+def test_plain_load_then_fit_says_how_to_reconnect_the_optimizer(tmp_path):
+  model = _trained_sparse_model()
+  path = str(tmp_path / "model.keras")
+  model.save(path)
+  loaded = keras.models.load_model(path)  # the optimizer comes back as a plain SGD
+  x, y = _data()
+  with pytest.raises(ValueError, match="tfmot_rigl.load_model"):
+    loaded.fit(x, y, batch_size=8, epochs=1, verbose=0)
