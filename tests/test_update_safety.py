@@ -199,3 +199,12 @@ def test_skipped_updates_are_summarised_and_logged_once(tmp_path, caplog):
   tags = {value.tag for path in tmp_path.iterdir() for event in tf.compat.v1.train.summary_iterator(str(path))
           for value in event.summary.value}
   assert "mask_update/skipped/fc1" in tags and "mask_update/skipped/fc2" not in tags
+
+
+def test_non_finite_initial_acc_scale_is_refused_in_the_python_api():
+  from tfmot_rigl.modelgarden import configs
+  with pytest.raises(ValueError, match="initial_acc_scale=nan must be a finite number"):
+    tfmot_rigl.RigL(initial_acc_scale=float("nan"))
+  config = configs.SparsityConfig(method="rigl", initial_acc_scale=float("nan"))
+  with pytest.raises(ValueError, match="task.sparsity: RigL initial_acc_scale"):
+    config.validate()

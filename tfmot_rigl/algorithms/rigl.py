@@ -1,4 +1,5 @@
 """RigL (Evci et al. 2020): drop the smallest weights, regrow where the dense gradient is largest."""
+import math
 import re
 
 import tensorflow as tf
@@ -21,6 +22,9 @@ class RigL(base.SparseAlgorithm):
   def __init__(self, *args, initial_acc_scale: float = 0.0, **kwargs):
     super().__init__(*args, **kwargs)
     self.initial_acc_scale = float(initial_acc_scale)
+    if not math.isfinite(self.initial_acc_scale):
+      raise ValueError(f"RigL initial_acc_scale={initial_acc_scale!r} must be a finite number, e.g. 0 (new slots start "
+                       "at zero) or 1.")
 
   def get_config(self):
     return dict(super().get_config(), initial_acc_scale=self.initial_acc_scale)
