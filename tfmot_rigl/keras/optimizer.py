@@ -52,8 +52,8 @@ class _SparseTrainingOptimizer:
     masks = {id(weight): mask for w in ours for weight, mask, _ in w.pruning_vars}
     dense_grads = {id(v): tf.convert_to_tensor(g) for g, v in grads_and_vars if id(v) in masks and g is not None}
     def masked_gradients():
-      # g with inactive entries zeroed (tf.where, not M ⊙ g: a NaN gradient must not reach an inactive weight), read
-      # from the masks as they are at this point of the program.
+      # g with inactive entries zeroed (a NaN gradient must not reach an inactive weight), read from the masks as
+      # they are at this point of the program.
       return [(_masked_gradient(g, masks[id(v)]) if id(v) in dense_grads else g, v) for g, v in grads_and_vars]
 
     # Decided on the gradients the loss scale optimizer itself will see (a NaN at an inactive entry is harmless).
@@ -90,7 +90,10 @@ class _Targets:
 
 
 def _masked_gradient(grad, mask):
-  return tf.where(tf.cast(mask, tf.bool), grad, tf.zeros_like(grad))
+  # multiply_no_nan: 0 wherever the mask is 0, even where the gradient is NaN/Inf — one op, like M ⊙ g.
+  if grad.dtype in (tf.float32, tf.float64, tf.float16):
+    return tf.math.multiply_no_nan(grad, tf.cast(mask, grad.dtype))
+  return tf.where(tf.cast(mask, tf.bool), grad, tf.zeros_like(grad))  # e.g. bfloat16, which MulNoNan lacks on CPU
 
 
 def _apply_inner(optimizer, grads_and_vars, name, kwargs):
@@ -170,12 +173,13 @@ def _drop_and_grow_update_fn(optimizer, wrapper, index, mask):
   averages = slot_lookup.moving_averages(optimizer, kernel) if algorithm.dynamic else []
 
   def update(weight, grad, step, step_finite):
-    finite = tf.logical_and(step_finite, tf.logical_and(_all_finite(grad), _all_finite(weight)))
     if state:
+      # A non-finite gradient would poison the EMA for good: skip it (checked every step only for such state).
+      finite_grad = tf.logical_and(step_finite, _all_finite(grad))
       old_state = {name: var.read_value() for name, var in state.items()}
       new_state = algorithm.update_state(old_state, grad)
-      for name, var in state.items():  # a non-finite gradient would poison the EMA for good: skip it
-        var.assign(tf.where(finite, new_state[name], old_state[name]))
+      for name, var in state.items():
+        var.assign(tf.where(finite_grad, new_state[name], old_state[name]))
     else:
       new_state = {}
 
@@ -196,10 +200,14 @@ def _drop_and_grow_update_fn(optimizer, wrapper, index, mask):
       wrapper.skipped_updates.assign_add(1)
       return tf.constant(False)
 
+    def checked_update():
+      # Checked at update steps only: between updates the finiteness of this layer decides nothing.
+      finite = tf.logical_and(step_finite, tf.logical_and(_all_finite(grad), _all_finite(weight)))
+      return tf.cond(finite, drop_and_grow, skip)
+
     if not algorithm.dynamic:
       return tf.constant(False)
-    return tf.cond(schedule.is_update_step(step),
-                   lambda: tf.cond(finite, drop_and_grow, skip), lambda: tf.constant(False))
+    return tf.cond(schedule.is_update_step(step), checked_update, lambda: tf.constant(False))
 
   return update
 
