@@ -21,7 +21,7 @@ setuptools.setup(
         "zarr>=3",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "hypothesis"]},
     entry_points={"console_scripts": ["tfm=tfmot_rigl.cli.main:main"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

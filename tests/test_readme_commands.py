@@ -14,7 +14,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ("## Two commands", "## The Python API", "## Model Garden", "## Export and accounting")
 INSTALL = "python3.11 -m venv .venv && . .venv/bin/activate && pip install -e . && "
-TESTS = "pip install -e '.[test]' && python -m pytest -q tests"  # what CI runs: this very suite
+TESTS = "pip install -e '.[test]' && python -m pytest -q -n 2 tests"  # what CI runs: this very suite
 
 
 def _sections():
