@@ -10,6 +10,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from tfmot_rigl.core import blocks
+from tfmot_rigl.core import distributions
 from tfmot_rigl.core import masks as mask_math
 from tfmot_rigl.core import schedule
 
@@ -93,7 +95,8 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
   uses_masks = True
 
   def __init__(self, update_frequency: int = 100, begin_step=0, end_step=0.75, drop_fraction: float = 0.3,
-               drop_fraction_anneal: str = "cosine", grow_init: str = "zeros", seed_offset: int = 0):
+               drop_fraction_anneal: str = "cosine", grow_init: str = "zeros", seed_offset: int = 0,
+               block_shape=(1, 1), block_norm: str = "l1"):
     schedule.check_anneal(drop_fraction_anneal)
     if not 0.0 <= drop_fraction <= 1.0:
       raise ValueError(f"drop_fraction={drop_fraction!r} is outside [0, 1]; it is the fraction of active "
@@ -105,6 +108,9 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
     self.drop_fraction_anneal = drop_fraction_anneal
     self.grow_init = self._check_grow_init(grow_init)
     self.seed_offset = seed_offset
+    # Masks of Dense kernels (and 1×1 convs) constant over blocks of (b_in, b_out) entries; see core/blocks.py.
+    self.block_shape = blocks.check_block_shape(block_shape)
+    self.block_norm = blocks.check_block_norm(block_norm)
     if isinstance(update_frequency, bool) or not isinstance(update_frequency, int) or update_frequency <= 0:
       raise ValueError(f"update_frequency={update_frequency!r} must be a positive number of steps, e.g. 100.")
 
@@ -121,7 +127,10 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
   def get_config(self) -> dict:
     return {"update_frequency": self.update_frequency, "begin_step": self.begin_step, "end_step": self.end_step,
             "drop_fraction": self.drop_fraction, "drop_fraction_anneal": self.drop_fraction_anneal,
-            "grow_init": self.grow_init, "seed_offset": self.seed_offset}
+            "grow_init": self.grow_init, "seed_offset": self.seed_offset, **self._block_config()}
+
+  def _block_config(self):
+    return {"block_shape": list(self.block_shape), "block_norm": self.block_norm}
 
   @classmethod
   def from_config(cls, config):
@@ -142,9 +151,29 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
     return begin, end
 
   # --- masks -----------------------------------------------------------------------------------------------------
+  def in_blocks(self, shape) -> bool:
+    """Whether a kernel of `shape` is masked in blocks of `block_shape` (see core/blocks.py)."""
+    return blocks.applies(shape, self.block_shape)
+
   def initial_mask(self, shape, sparsity: float, seed) -> tf.Tensor:
-    """Mask before training: uniformly random at the layer's sparsity (SNIP overrides: dense until its one shot)."""
+    """Mask before training: uniformly random at the layer's sparsity (SNIP overrides: dense until its one shot).
+
+    In blocks, the sparsity counts blocks: floor(s · number of blocks) blocks are inactive.
+    """
+    if self.in_blocks(shape):
+      grid = mask_math.random_mask(blocks.grid_shape(shape, self.block_shape), sparsity, seed)
+      return blocks.expand(grid, self.block_shape, shape)
     return mask_math.random_mask(shape, sparsity, seed)
+
+  def keep_largest(self, scores, sparsity: float, seed) -> tf.Tensor:
+    """A one-shot float mask keeping the largest `scores` at `sparsity` (SNIP): per block, summed, in blocks."""
+    shape = scores.shape
+    if self.in_blocks(shape):
+      grid = blocks.grid_shape(shape, self.block_shape)
+      keep = distributions.nonzeros(grid[0] * grid[1], sparsity)
+      kept = mask_math.top_k_mask(blocks.reduce_blocks(scores, self.block_shape), keep, seed)
+      return blocks.expand(kept, self.block_shape, shape)
+    return mask_math.top_k_mask(scores, distributions.nonzeros(shape.num_elements(), sparsity), seed)
 
   def state_names(self):
     """Names of per-layer state tensors (kernel-shaped) this algorithm keeps; created by the Keras wrapper."""
@@ -162,9 +191,19 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
     raise NotImplementedError
 
   def update_mask(self, layer: LayerUpdate, drop_fraction):
-    """(new_mask, new_connections) of one layer: drop the smallest, grow the highest-scoring of the rest."""
-    return mask_math.drop_and_grow(layer.mask, self.drop_scores(layer), self.grow_scores(layer), drop_fraction,
-                                   layer.seed)
+    """(new_mask, new_connections) of one layer: drop the smallest, grow the highest-scoring of the rest.
+
+    In blocks, the same update runs on the block grid: a block's drop score is the `block_norm` of its entries'
+    drop scores, its grow score their sum, and whole blocks are dropped and grown.
+    """
+    drop_scores, grow_scores = self.drop_scores(layer), self.grow_scores(layer)
+    if not self.in_blocks(layer.mask.shape):
+      return mask_math.drop_and_grow(layer.mask, drop_scores, grow_scores, drop_fraction, layer.seed)
+    block_shape, shape = self.block_shape, layer.mask.shape
+    new_mask, new_connections = mask_math.drop_and_grow(
+        blocks.block_mask(layer.mask, block_shape), blocks.reduce_blocks(drop_scores, block_shape, self.block_norm),
+        blocks.reduce_blocks(grow_scores, block_shape), drop_fraction, layer.seed)
+    return blocks.expand(new_mask, block_shape, shape), blocks.expand(new_connections, block_shape, shape)
 
   # --- new connections -------------------------------------------------------------------------------------------
   def grow_values(self, layer: LayerUpdate) -> tf.Tensor:

@@ -9,11 +9,11 @@ class Static(base.SparseAlgorithm):
   name = "static"
   dynamic = False
 
-  def __init__(self, seed_offset: int = 0):
-    super().__init__(seed_offset=seed_offset)
+  def __init__(self, seed_offset: int = 0, block_shape=(1, 1)):
+    super().__init__(seed_offset=seed_offset, block_shape=block_shape)
 
   def get_config(self):
-    return {"seed_offset": self.seed_offset}
+    return {"seed_offset": self.seed_offset, "block_shape": list(self.block_shape)}
 
 
 @base.register

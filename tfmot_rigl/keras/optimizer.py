@@ -24,8 +24,6 @@ from tf_keras.src.optimizers import utils as optimizer_utils
 import tf_keras as keras
 
 from tfmot_rigl import algorithms
-from tfmot_rigl.core import distributions
-from tfmot_rigl.core import masks as mask_math
 from tfmot_rigl.keras import slots as slot_lookup
 from tfmot_rigl.keras import training_steps
 from tfmot_rigl.keras.prune import sparse_wrappers
@@ -148,8 +146,7 @@ def _snip_update_fn(optimizer, wrapper, index, mask):
   def update(weight, grad, step, step_finite):
     def one_shot():
       layer = _layer_view(wrapper, index, weight, mask, grad, step, {})
-      keep = distributions.nonzeros(weight.shape.num_elements(), sparsity)
-      new_mask = mask_math.top_k_mask(wrapper.algorithm.scores(layer.weight, grad), keep, layer.seed)
+      new_mask = wrapper.algorithm.keep_largest(wrapper.algorithm.scores(layer.weight, grad), sparsity, layer.seed)
       mask.assign(tf.cast(new_mask, mask.dtype))
       weight.assign(weight * tf.cast(new_mask, weight.dtype))
       return tf.constant(True)

@@ -198,7 +198,10 @@ def _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_inde
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=layer_sparsity, begin_step=0 if "begin_step" in pending else begin,
         end_step=1 if "end_step" in pending else end, power=algorithm.power, frequency=algorithm.update_frequency)
-    wrapper = pruning_wrapper.PruneLowMagnitude(layer, pruning_schedule=schedule)
+    # TFMOT's block pruning takes 2-D kernels only: Dense layers get the blocks, others stay unstructured.
+    block_size = algorithm.block_shape if isinstance(layer, keras.layers.Dense) else (1, 1)
+    wrapper = pruning_wrapper.PruneLowMagnitude(layer, pruning_schedule=schedule, block_size=block_size,
+                                                block_pooling_type="AVG")
   else:
     schedule = SparseSchedule(layer_sparsity, begin_step=0 if "begin_step" in pending else begin,
                               end_step=0 if pending else end, update_frequency=algorithm.update_frequency,

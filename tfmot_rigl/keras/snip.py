@@ -2,12 +2,9 @@
 
 Without it, the wrapped optimizer scores SNIP on the first training batch by itself (see algorithms/snip.py).
 """
-import numpy as np
 import tensorflow as tf
 
 from tfmot_rigl.algorithms import SNIP
-from tfmot_rigl.core import distributions
-from tfmot_rigl.core import masks as mask_math
 from tfmot_rigl.keras.prune import sparse_wrappers
 
 
@@ -48,7 +45,6 @@ def apply_snip(model, batches, loss_fn, num_batches: int = 1):
     grads = tape.gradient(loss, kernels)
     scores = [s + SNIP.scores(k, g) / len(chosen) for s, k, g in zip(scores, kernels, grads)]
   for (wrapper, index, kernel, mask), score in zip(targets, scores):
-    keep = distributions.nonzeros(int(np.prod(kernel.shape)), wrapper.sparsity_of(index))
-    new_mask = mask_math.top_k_mask(score, keep, wrapper.layer_seed(0, index))
+    new_mask = wrapper.algorithm.keep_largest(score, wrapper.sparsity_of(index), wrapper.layer_seed(0, index))
     mask.assign(tf.cast(new_mask, mask.dtype))
     kernel.assign(kernel * tf.cast(new_mask, kernel.dtype))

@@ -18,6 +18,7 @@ import tf_keras as keras
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from tfmot_rigl import algorithms
+from tfmot_rigl.core import blocks
 from tfmot_rigl.core import masks as mask_math
 from tfmot_rigl.keras.schedule import SparseSchedule
 
@@ -88,6 +89,8 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
                                          dtype=dtype, trainable=False, experimental_autocast=False)
         initial_weight.assign(weight)
         self.initial_weights.append(initial_weight)
+      if self.algorithm.in_blocks(weight.shape):  # blocks must tile the kernel: say which layer they do not
+        blocks.grid_shape(weight.shape, self.algorithm.block_shape, name=self.layer.name)
       initial = tf.cast(self.algorithm.initial_mask(weight.shape, self.sparsity_of(index),
                                                        self.layer_seed(-1, index)), mask.dtype)
       mask.assign(initial)

@@ -58,6 +58,10 @@ class SparsityConfig(hyperparams.Config):
       grad_scale | grad_sign (optionally with a divisor, e.g. random_normal_2).
     initial_acc_scale: RigL: new connections start with momentum initial_acc_scale · gradient (0 resets it).
     snfs_momentum: SNFS: momentum of the gradient moving average used as grow score.
+    block_shape: [b_in, b_out]: masks of Dense kernels (and 1×1 convs) constant over blocks of b_in consecutive
+      inputs by b_out outputs, e.g. [4, 1], which TFLite runs block-sparse; sparsities count blocks. [1, 1] is
+      unstructured. Other kernels stay unstructured.
+    block_norm: a block's drop score: l1 (sum of |w|) or l2 (Euclidean norm).
     seed: seed of the whole run: the initial masks and every random draw of the mask updates, and in `tfm train`
       also the weight initialisation and the training data order (unless task.train_data.seed is set).
     total_steps: number of training steps fractional begin/end refer to; None means trainer.train_steps (filled in
@@ -79,6 +83,8 @@ class SparsityConfig(hyperparams.Config):
   grow_init: str = 'zeros'
   initial_acc_scale: float = 0.0
   snfs_momentum: float = 0.9
+  block_shape: List[int] = dataclasses.field(default_factory=lambda: [1, 1])
+  block_norm: str = 'l1'
   seed: int = 0
   total_steps: Optional[int] = None
 
@@ -101,7 +107,8 @@ class SparsityConfig(hyperparams.Config):
     return algorithms.make_algorithm(
         self.method, update_frequency=self.update_frequency, begin_step=self.begin_step, end_step=self.end_step,
         drop_fraction=self.drop_fraction, drop_fraction_anneal=self.drop_fraction_anneal, grow_init=self.grow_init,
-        initial_acc_scale=self.initial_acc_scale, momentum=self.snfs_momentum)
+        initial_acc_scale=self.initial_acc_scale, momentum=self.snfs_momentum,
+        block_shape=tuple(_as_list(self.block_shape, 'block_shape')), block_norm=self.block_norm)
 
   def prune_kwargs(self) -> dict:
     """Keyword arguments of `tfmot_rigl.prune_sparse` (all but the model and the algorithm)."""
