@@ -4,6 +4,8 @@ Prints the file size against a dense float conversion of the same SavedModel, an
 checking its outputs against the SavedModel's on a few random inputs (TFLite's builtin kernels) and running it in a
 default `tf.lite.Interpreter`. `--sparse --int8` files with fully-connected layers fail in the default interpreter
 (its XNNPACK delegate cannot prepare sparse int8 weights): they are refused unless --builtin_kernels_only.
+With --sparse it then lists which ops run sparse kernels (FULLY_CONNECTED with block-sparse weights) and which
+compute dense, and the `tf.lite.Interpreter(...)` call that runs the file.
 """
 import sys
 from typing import List, Optional
@@ -56,4 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       print(f'tfm tflite: {error}', file=sys.stderr)
       return 1
   print(result.summary())
+  if result.sparse:  # which ops got sparse kernels, which compute dense, and the interpreter that runs the file
+    for line in result.op_lines():
+      print(f'  {line}')
   return 0

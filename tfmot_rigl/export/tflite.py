@@ -10,25 +10,33 @@ Running the converted model: the output check runs TFLite's builtin kernels with
 file is also run once in a default `tf.lite.Interpreter` — what users load it with. Sparse int8 fully-connected
 weights fail there ("failed to delegate FULLY_CONNECTED node ... TfLiteXNNPackDelegate failed to prepare"), so such
 a file is refused unless `builtin_kernels_only=True` says it is meant for interpreters made with
-BUILTIN_WITHOUT_DEFAULT_DELEGATES.
+BUILTIN_WITHOUT_DEFAULT_DELEGATES. (Block-sparse int8 weights — Keras block_shape (16, 1) — do run there, but compute
+wrong outputs, NaN among them: the default interpreter's outputs are checked too.)
+
+`TfliteResult.op_lines()` says which ops got sparse kernels: TFLite's FULLY_CONNECTED computes with weights stored
+in blocks (1×4 float, 1×16 int8; see `tfmot_rigl.export.tflite_ops`), other sparse weights are densified at load.
 """
 import dataclasses
 import os
 import shutil
 import warnings
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 from official.modeling.hyperparams import params_dict
 
 from tfmot_rigl.export import saved_model as saved_model_lib
+from tfmot_rigl.export import tflite_ops
 
 SERVING_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 # Max |TFLite − SavedModel| over the outputs, relative to max(1, max |SavedModel output|): float conversion only
 # reorders float arithmetic; dynamic-range int8 rounds every weight to 1/127 of its row's range.
 FLOAT_TOLERANCE = 1e-4
 INT8_TOLERANCE = 0.1
+# How to make an interpreter that runs files the default one cannot (TFLite's builtin kernels, no XNNPACK).
+BUILTIN_RESOLVER_ARGUMENT = ('experimental_op_resolver_type='
+                             'tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES')
 
 
 class TfliteError(ValueError):
@@ -51,6 +59,8 @@ class TfliteResult:
   sparse: bool
   int8: bool
   runs_in_default_interpreter: bool = True
+  default_interpreter_error: Optional[str] = None   # why the default tf.lite.Interpreter cannot run it
+  ops: Tuple[tflite_ops.WeightOp, ...] = ()         # the ops with weights, and how their weights are stored
 
   @property
   def size_ratio(self) -> float:
@@ -65,6 +75,28 @@ class TfliteResult:
             'kernels; ' + ('it also runs in the default tf.lite.Interpreter (XNNPACK).' if self.runs_in_default_interpreter
                            else 'run it with experimental_op_resolver_type=tf.lite.experimental.OpResolverType.'
                            'BUILTIN_WITHOUT_DEFAULT_DELEGATES: the default interpreter (XNNPACK) cannot run it.'))
+
+  def interpreter_line(self) -> str:
+    """The Python that loads the file in an interpreter that computes it right (checked against the SavedModel)."""
+    if self.runs_in_default_interpreter:
+      return (f'run it with tf.lite.Interpreter(model_path={self.path!r}) (default settings; outputs checked against '
+              'the SavedModel).')
+    why = (self.default_interpreter_error or 'it fails there').rstrip('.')
+    int8_blocks = [op.name for op in self.ops if op.runs_sparse and op.block and op.weight_type == 'int8']
+    if int8_blocks:
+      why = f'{why}; int8 block-sparse weights in {", ".join(int8_blocks)}'
+    return (f'run it with tf.lite.Interpreter(model_path={self.path!r}, {BUILTIN_RESOLVER_ARGUMENT}): the default '
+            f'interpreter (XNNPACK delegate) does not run it right ({why}).')
+
+  def op_lines(self) -> List[str]:
+    """Which ops got sparse kernels and which compute dense (see tflite_ops.describe), and how to run the file."""
+    lines = tflite_ops.describe(self.ops)
+    if any(op.op == 'FULLY_CONNECTED' and op.weight_type == 'int8' and op.densified for op in self.ops):
+      lines.append('(int8 FULLY_CONNECTED weights get sparse kernels only in 1×16 blocks: train with block_shape '
+                   '(16, 1).)')
+    elif any(op.op == 'FULLY_CONNECTED' and op.weight_type == 'float32' and op.densified for op in self.ops):
+      lines.append('(float FULLY_CONNECTED weights get sparse kernels in 1×4 blocks: train with block_shape (4, 1).)')
+    return lines + [self.interpreter_line()]
 
 
 def load_serving_signature(saved_model_dir: str, signature_key: str = SERVING_SIGNATURE):
@@ -104,8 +136,12 @@ def make_interpreter(model_content: bytes) -> tf.lite.Interpreter:
 
 
 def default_interpreter_error(model_content: bytes, feeds: Dict[str, np.ndarray],
-                              signature_key: str = SERVING_SIGNATURE) -> Optional[str]:
-  """Why a default `tf.lite.Interpreter` (XNNPACK delegate, as users load files) cannot run the model; None if it can."""
+                              signature_key: str = SERVING_SIGNATURE, expected: Optional[Dict[str, np.ndarray]] = None,
+                              tolerance: Optional[float] = None) -> Optional[str]:
+  """Why a default `tf.lite.Interpreter` (XNNPACK delegate, as users load files) cannot run the model; None if it can.
+
+  With `expected` outputs and a `tolerance`, outputs further than that from them count as not running it.
+  """
   try:
     with warnings.catch_warnings():
       warnings.filterwarnings('ignore', category=UserWarning, module=r'tensorflow\.lite\.python\.interpreter')
@@ -114,6 +150,10 @@ def default_interpreter_error(model_content: bytes, feeds: Dict[str, np.ndarray]
     return str(error).strip().splitlines()[0]
   if not all(np.all(np.isfinite(value)) for value in outputs.values()):
     return 'it computes NaN/inf outputs'
+  if expected is not None and tolerance is not None:
+    diff = _difference(expected, outputs)
+    if not diff <= tolerance:
+      return f'its outputs differ from the SavedModel\'s by up to {diff:.3g}'
   return None
 
 
@@ -156,16 +196,25 @@ def random_inputs(signature, saved_model_dir: str, num_inputs: int, seed: int = 
   return feeds
 
 
-def max_output_difference(signature, model_content: bytes, feeds: Dict[str, np.ndarray],
-                          signature_key: str = SERVING_SIGNATURE):
-  """(max |TFLite − SavedModel| over all outputs, max |SavedModel output|) on `feeds`."""
-  expected = {name: value.numpy() for name, value in signature(**{k: tf.constant(v) for k, v in feeds.items()}).items()}
-  runner = make_interpreter(model_content).get_signature_runner(signature_key)
-  actual = runner(**feeds)
+def saved_model_outputs(signature, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """{output name: value} of the SavedModel's signature on `feeds`."""
+  return {name: value.numpy() for name, value in signature(**{k: tf.constant(v) for k, v in feeds.items()}).items()}
+
+
+def _difference(expected: Dict[str, np.ndarray], actual: Dict[str, np.ndarray]) -> float:
   missing = sorted(set(expected) - set(actual))
   if missing:
     raise OutputMismatchError(f'the TFLite model lacks the outputs {missing} of the SavedModel.')
-  diff = max(float(np.max(np.abs(actual[name].astype(np.float64) - expected[name]))) for name in expected)
+  return max(float(np.max(np.abs(actual[name].astype(np.float64) - expected[name]))) for name in expected)
+
+
+def max_output_difference(signature, model_content: bytes, feeds: Dict[str, np.ndarray],
+                          signature_key: str = SERVING_SIGNATURE, expected: Optional[Dict[str, np.ndarray]] = None):
+  """(max |TFLite − SavedModel| over all outputs, max |SavedModel output|) on `feeds`, on TFLite's builtin kernels."""
+  if expected is None:
+    expected = saved_model_outputs(signature, feeds)
+  actual = make_interpreter(model_content).get_signature_runner(signature_key)(**feeds)
+  diff = _difference(expected, actual)
   scale = max(float(np.max(np.abs(value))) for value in expected.values())
   return diff, scale
 
@@ -197,8 +246,9 @@ def export_tflite(saved_model_dir: str, output: str, *, sparse: bool = False, in
   The file is written only when the outputs agree: within FLOAT_TOLERANCE (INT8_TOLERANCE with `int8`) of the
   SavedModel's, relative to max(1, largest output magnitude), on `num_check_inputs` random inputs.
 
-  It is also run in a default `tf.lite.Interpreter`; a file that fails there is not written unless
-  `builtin_kernels_only` (meant for interpreters made with BUILTIN_WITHOUT_DEFAULT_DELEGATES).
+  It is also run in a default `tf.lite.Interpreter`; a file that fails there (an error, NaN, or outputs outside the
+  same tolerance) is not written unless `builtin_kernels_only` (meant for interpreters made with
+  BUILTIN_WITHOUT_DEFAULT_DELEGATES).
 
   Raises:
     TfliteError: no SavedModel or serving signature there, `output` exists and `overwrite` is False, or the default
@@ -210,13 +260,14 @@ def export_tflite(saved_model_dir: str, output: str, *, sparse: bool = False, in
   content = convert(saved_model_dir, sparse=sparse, int8=int8, signature_key=signature_key)
   dense_content = content if not (sparse or int8) else convert(saved_model_dir, signature_key=signature_key)
   feeds = random_inputs(signature, saved_model_dir, num_check_inputs)
-  diff, scale = max_output_difference(signature, content, feeds, signature_key)
+  expected = saved_model_outputs(signature, feeds)
+  diff, scale = max_output_difference(signature, content, feeds, signature_key, expected=expected)
   del loaded  # kept alive until here: the signature reads its variables
   tolerance = (INT8_TOLERANCE if int8 else FLOAT_TOLERANCE) * max(1.0, scale)
   if not diff <= tolerance:  # also catches NaN
     raise OutputMismatchError(f'the TFLite model\'s outputs differ from the SavedModel\'s by up to {diff:.3g} '
                               f'(tolerance {tolerance:.3g}); {output} was not written.')
-  default_error = default_interpreter_error(content, feeds, signature_key)
+  default_error = default_interpreter_error(content, feeds, signature_key, expected=expected, tolerance=tolerance)
   if default_error and not builtin_kernels_only:
     kind = ' '.join(flag for flag, on in (('--sparse', sparse), ('--int8', int8)) if on) or 'this'
     raise TfliteError(f'a {kind} file does not run in the default tf.lite.Interpreter (XNNPACK delegate: '
@@ -226,4 +277,5 @@ def export_tflite(saved_model_dir: str, output: str, *, sparse: bool = False, in
   _write_file(content, output)
   return TfliteResult(path=output, size_bytes=len(content), dense_size_bytes=len(dense_content), max_abs_diff=diff,
                       tolerance=tolerance, num_check_inputs=num_check_inputs, sparse=sparse, int8=int8,
-                      runs_in_default_interpreter=default_error is None)
+                      runs_in_default_interpreter=default_error is None, default_interpreter_error=default_error,
+                      ops=tuple(tflite_ops.weight_ops(content)))
