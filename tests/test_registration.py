@@ -25,3 +25,17 @@ def test_model_garden_finds_experiments_after_import_tfmot_rigl():
              "print(exp_factory.get_exp_config('resnet_rigl').task.sparsity.method)\n"
              "print(exp_factory.get_exp_config('resnet_imagenet').task.model.backbone.type)\n")
   assert out.split() == ["rigl", "resnet"]
+
+
+def test_importing_the_export_modules_after_tfmot_rigl_is_silent():
+  # `tfmot_rigl.export.tflite` imports Model Garden's vision configs, which register their own experiments while
+  # half imported: the plugin must not try to register (and fail, and warn) in the middle of that.
+  result = subprocess.run([sys.executable, "-c",
+                           "import tfmot_rigl\n"
+                           "from tfmot_rigl.export import tflite\n"
+                           "from official.core import exp_factory\n"
+                           "print(exp_factory.get_exp_config('mnist_rigl').task.sparsity.method)\n"],
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split() == ["rigl"]
+  assert "tfmot_rigl:" not in result.stderr

@@ -7,7 +7,8 @@ and Model Garden take seconds). So `import tfmot_rigl` only installs an import h
 `official.core.exp_factory` has been imported, its registry of experiment configs imports `tfmot_rigl.modelgarden`
 (which registers `resnet_rigl`, `mobilenet_rigl`, `wrn_cifar10_rigl` and `mnist_rigl`) the first time it is asked
 for a name it does not hold. Registering at lookup, not at the factory's import, keeps clear of circular imports:
-Model Garden's own modules import the factory halfway through their own imports.
+Model Garden's own modules import the factory halfway through their own imports — and while any Model Garden module
+is still being imported, a miss (its own registrations check each name first) waits for the next one.
 """
 import importlib
 import importlib.machinery
@@ -25,13 +26,20 @@ def _register():
           f"{error}); import {REGISTRY} to register them.", file=sys.stderr)
 
 
+def _model_garden_importing() -> bool:
+  """Whether an `official.*` module is executing its import right now (importlib marks its spec `_initializing`)."""
+  return any(getattr(getattr(module, "__spec__", None), "_initializing", False)
+             for name, module in list(sys.modules.items()) if name.startswith("official."))
+
+
 class _RegistersOnFirstMiss(dict):
   """Model Garden's experiment registry (a dict), importing our registry module at the first unknown name."""
 
   _importing = False
 
   def __contains__(self, name):
-    if not dict.__contains__(self, name) and not _RegistersOnFirstMiss._importing and REGISTRY not in sys.modules:
+    if (not dict.__contains__(self, name) and not _RegistersOnFirstMiss._importing and REGISTRY not in sys.modules
+        and not _model_garden_importing()):
       _RegistersOnFirstMiss._importing = True
       try:
         _register()
