@@ -14,13 +14,23 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 
-def lenet_300_100(seed=0):
+def mlp(hidden, seed=0):
+  """An MNIST MLP 784-hidden[0]-hidden[1]-10 with ReLUs; kernels named fc1, fc2, logits."""
   keras.utils.set_random_seed(seed)
   inputs = keras.Input((28, 28, 1))
   x = keras.layers.Flatten()(inputs)
-  x = keras.layers.Dense(300, activation="relu", name="fc1")(x)
-  x = keras.layers.Dense(100, activation="relu", name="fc2")(x)
+  x = keras.layers.Dense(hidden[0], activation="relu", name="fc1")(x)
+  x = keras.layers.Dense(hidden[1], activation="relu", name="fc2")(x)
   return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+
+
+def lenet_300_100(seed=0):
+  return mlp((300, 100), seed)
+
+
+def wide_mlp(seed=0):
+  """784-2048-2048-10 (5.8 M weights): wide enough that the fully-connected kernels dominate inference."""
+  return mlp((2048, 2048), seed)
 
 
 def resnet50(seed=0, size=224, classes=1000):

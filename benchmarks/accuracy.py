@@ -31,11 +31,13 @@ METHODS = ("dense", "static", "set", "snfs", "snip", "rigl", "magnitude")
 KERNELS = ("fc1", "fc2", "logits")
 
 
-def algorithm_for(method, update_frequency):
+def algorithm_for(method, update_frequency, block_shape=(1, 1)):
   if method == "magnitude":
-    return tfmot_rigl.make_algorithm("magnitude", update_frequency=update_frequency, begin_step=0.1, end_step=0.75)
+    return tfmot_rigl.make_algorithm("magnitude", update_frequency=update_frequency, begin_step=0.1, end_step=0.75,
+                                     block_shape=block_shape)
   return tfmot_rigl.make_algorithm(method, update_frequency=update_frequency, begin_step=0, end_step=0.75,
-                                   drop_fraction=0.3, drop_fraction_anneal="cosine", grow_init="zeros")
+                                   drop_fraction=0.3, drop_fraction_anneal="cosine", grow_init="zeros",
+                                   block_shape=block_shape)
 
 
 def kernel_sparsities(model):
@@ -51,15 +53,20 @@ def kernel_sparsities(model):
   return reached
 
 
-def train_and_evaluate(method, sparsity, seed, epochs, steps_per_epoch, update_frequency):
-  """One run of the recipe; returns a dict with test accuracy, per-kernel sparsity and wall time."""
+def train_and_evaluate(method, sparsity, seed, epochs, steps_per_epoch, update_frequency, model_fn=lenet_300_100,
+                       block_shape=(1, 1), keep_model=False):
+  """One run of the recipe; returns a dict with test accuracy, per-kernel sparsity and wall time.
+
+  `model_fn(seed)` builds the network (LeNet-300-100 by default); `block_shape` is the algorithm's; with
+  `keep_model` the trained (still wrapped) model is returned under "model".
+  """
   arrays = mnist.load_bundled_mnist()
   images, labels = tf.constant(arrays["train_images"]), tf.constant(arrays["train_labels"].astype(np.int32))
   total = epochs * steps_per_epoch
-  model = lenet_300_100(seed)
+  model = model_fn(seed)
   optimizer = keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.1, total), momentum=0.9)
   if method != "dense":
-    model = tfmot_rigl.prune_sparse(model, algorithm_for(method, update_frequency), sparsity=sparsity,
+    model = tfmot_rigl.prune_sparse(model, algorithm_for(method, update_frequency, block_shape), sparsity=sparsity,
                                     distribution="erk", seed=seed, total_steps=total)
     optimizer = tfmot_rigl.wrap_optimizer(optimizer, model)
   loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -90,8 +97,11 @@ def train_and_evaluate(method, sparsity, seed, epochs, steps_per_epoch, update_f
   test_images = tf.constant(arrays["test_images"], tf.float32)[..., None] / 255.0
   logits = model.predict(test_images, batch_size=1000, verbose=0)
   accuracy = float(np.mean(np.argmax(logits, axis=1) == arrays["test_labels"]))
-  return {"method": method, "sparsity": sparsity, "seed": seed, "steps": total, "accuracy": accuracy,
-          "kernel_sparsity": kernel_sparsities(model), "wall_s": wall}
+  run = {"method": method, "sparsity": sparsity, "seed": seed, "steps": total, "accuracy": accuracy,
+         "kernel_sparsity": kernel_sparsities(model), "wall_s": wall}
+  if keep_model:
+    run["model"] = model
+  return run
 
 
 def _run_alone(config):
