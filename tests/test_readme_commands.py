@@ -81,6 +81,12 @@ EXPECTED = {
     "tfm tflite --saved_model=export/mnist --output=mnist_sparse.tflite --sparse": (0, "default tf.lite.Interpreter"),
     "tfm tflite --saved_model=export/mnist --output=mnist_int8.tflite --int8": (0, "default tf.lite.Interpreter"),
     "tfm report --experiment=mnist_rigl --model_dir=model_dir/mnist_rigl": (0, "conv/dense kernels left dense"),
+    "tfm train --experiment=mnist_rigl --model_dir=model_dir/mnist_block --params_override="
+    "task.sparsity.block_shape=[4,1],trainer.train_steps=200": (0, "Sparse training summary: rigl"),
+    "tfm export --experiment=mnist_rigl --model_dir=model_dir/mnist_block --export_dir=export/mnist_block":
+        (0, "serving_default"),
+    "tfm tflite --saved_model=export/mnist_block --output=mnist_block.tflite --sparse":
+        (0, "runs sparse: FULLY_CONNECTED hidden_1, hidden_2"),
 }
 
 
