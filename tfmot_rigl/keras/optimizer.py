@@ -54,13 +54,15 @@ class _SparseTrainingOptimizer:
       # they are at this point of the program.
       return [(_masked_gradient(g, masks[id(v)]) if id(v) in dense_grads else g, v) for g, v in grads_and_vars]
 
-    # Decided on the gradients the loss scale optimizer itself will see (a NaN at an inactive entry is harmless).
-    step_finite = _loss_scale_step_is_finite(self, masked_gradients())
-    if any(w.algorithm.name == "snip" for w in ours):
-      # SNIP scores |g ⊙ w| with the weights *before* this first step, so its one shot runs ahead of the update.
-      _in_cross_replica(self._per_layer_update, step, dense_grads, step_finite, _snip_update_fn)
-    # The inner optimizer sees the masked gradients: inactive weights and their slots stay exactly zero.
+    # The inner optimizer sees the masked gradients: inactive weights and their slots stay exactly zero. Whether a
+    # loss scale optimizer applies the step is decided on them too (a NaN at an inactive entry is harmless).
     masked = masked_gradients()
+    step_finite = _loss_scale_step_is_finite(self, masked)
+    if any(w.algorithm.name == "snip" for w in ours):
+      # SNIP scores |g ⊙ w| with the weights *before* this first step, so its one shot runs ahead of the update,
+      # and the gradients are masked again with the masks it chose.
+      _in_cross_replica(self._per_layer_update, step, dense_grads, step_finite, _snip_update_fn)
+      masked = masked_gradients()
     result = _apply_inner(self, masked, name, kwargs)
     # Program order (automatic control dependencies) puts the mask update after the inner update.
     _in_cross_replica(self._per_layer_update, step, dense_grads, step_finite, _drop_and_grow_update_fn)
