@@ -41,15 +41,19 @@ def slot_variables(optimizer, variable):
   return slots
 
 
+def _chain(optimizer):
+  """The optimizer and those it wraps, outermost first: LossScaleOptimizer (`inner_optimizer`), Model Garden's EMA."""
+  while optimizer is not None:
+    yield optimizer
+    optimizer = getattr(optimizer, "inner_optimizer", None) or (
+        optimizer._optimizer if _is_model_garden_ema(optimizer) else None)
+
+
 def _innermost(optimizer):
-  """The optimizer holding the slots: through LossScaleOptimizer (`inner_optimizer`) and Model Garden's EMA."""
-  while True:
-    if getattr(optimizer, "inner_optimizer", None) is not None:
-      optimizer = optimizer.inner_optimizer
-    elif _is_model_garden_ema(optimizer):
-      optimizer = optimizer._optimizer
-    else:
-      return optimizer
+  """The optimizer holding the slots: the last of the chain."""
+  for optimizer in _chain(optimizer):
+    pass
+  return optimizer
 
 
 def _is_model_garden_ema(optimizer):
@@ -60,13 +64,11 @@ def _is_model_garden_ema(optimizer):
 def moving_averages(optimizer, variable):
   """Moving averages of `variable` kept by the optimizer (or an optimizer it wraps) for evaluation; often none."""
   found = []
-  while optimizer is not None:
+  for optimizer in _chain(optimizer):
     if _is_model_garden_ema(optimizer) and optimizer._average_weights is not None:
       found += [average for average, weight in zip(optimizer._average_weights, optimizer._model_weights)
                 if weight is variable]
     averages = getattr(optimizer, "_model_variables_moving_average", None)
     if isinstance(optimizer, keras.optimizers.Optimizer) and getattr(optimizer, "use_ema", False) and averages:
       found.append(averages[optimizer._index_dict[optimizer._var_key(variable)]])
-    optimizer = getattr(optimizer, "inner_optimizer", None) or (
-        optimizer._optimizer if _is_model_garden_ema(optimizer) else None)
   return found
