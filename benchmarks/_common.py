@@ -1,4 +1,5 @@
 """Shared helpers of the benchmark scripts: the LeNet-300-100 model and writing result tables with their command."""
+import multiprocessing
 import os
 import platform
 import shlex
@@ -38,6 +39,20 @@ def resnet50(seed=0, size=224, classes=1000):
   keras.utils.set_random_seed(seed)
   return keras.applications.ResNet50(weights=None, input_shape=(size, size, 3), classes=classes,
                                      classifier_activation=None)
+
+
+def run_tasks(function, tasks, jobs, on_result):
+  """Calls on_result(function(task)) for every task, in `jobs` spawned processes (each its own TF) when jobs > 1.
+
+  `function` must be a module-level function (it is pickled by name); results arrive in the order they finish.
+  """
+  if jobs > 1 and tasks:
+    with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+      for result in pool.imap_unordered(function, tasks, chunksize=1):
+        on_result(result)
+  else:
+    for task in tasks:
+      on_result(function(task))
 
 
 def cpu_model():

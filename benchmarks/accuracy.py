@@ -14,13 +14,12 @@ the change in mean accuracy against an earlier run of this script (e.g. on the c
 """
 import argparse
 import json
-import multiprocessing
 import os
 import time
 
 import numpy as np
 
-from _common import keras, lenet_300_100, quick_output, tf, write_table
+from _common import keras, lenet_300_100, quick_output, run_tasks, tf, write_table
 
 import tfmot_rigl  # noqa: E402
 from tfmot_rigl.data import mnist  # noqa: E402
@@ -108,6 +107,10 @@ def _run_alone(config):
   """One run in a worker process of --jobs: one thread each, so that parallel runs do not fight over cores."""
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
+  return _run_here(config)
+
+
+def _run_here(config):
   run = train_and_evaluate(*config)
   print(f"{config[0]} s={config[1]} seed={config[2]}: {run['accuracy'] * 100:.2f}% in {run['wall_s']:.0f} s",
         flush=True)
@@ -191,15 +194,7 @@ def main():
     with open(runs_path, "w", encoding="utf-8") as f:
       json.dump({"runs": runs, "total_wall_s": previous_wall + time.perf_counter() - start}, f, indent=1)
 
-  if args.jobs > 1 and todo:
-    with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-      for run in pool.imap_unordered(_run_alone, todo, chunksize=1):
-        save(run)
-  else:
-    for config in todo:
-      save(train_and_evaluate(*config))
-      print(f"{config[0]} s={config[1]} seed={config[2]}: {runs[-1]['accuracy'] * 100:.2f}% "
-            f"in {runs[-1]['wall_s']:.0f} s", flush=True)
+  run_tasks(_run_alone if args.jobs > 1 else _run_here, todo, args.jobs, save)
   total_wall = previous_wall + time.perf_counter() - start
   wanted = {(c[0], c[1], c[2], c[3] * c[4]) for c in configs}
   runs = [r for r in runs if (r["method"], r["sparsity"], r["seed"], r["steps"]) in wanted]

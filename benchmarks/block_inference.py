@@ -16,14 +16,13 @@ Trained files are kept in --workdir and reused by a later run with --resume (e.g
 """
 import argparse
 import json
-import multiprocessing
 import os
 import tempfile
 import time
 
 import numpy as np
 
-from _common import keras, lenet_300_100, quick_output, tf, wide_mlp, write_table
+from _common import lenet_300_100, quick_output, run_tasks, tf, wide_mlp, write_table
 import accuracy
 
 import tfmot_rigl  # noqa: E402
@@ -154,13 +153,7 @@ def main():
     with open(records_path, "w", encoding="utf-8") as f:
       json.dump(records, f, indent=1)
 
-  if args.jobs > 1 and todo:
-    with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-      for record in pool.imap_unordered(_run_alone, todo, chunksize=1):
-        save(record)
-  else:
-    for task in todo:
-      save(train_and_convert(*task))
+  run_tasks(_run_alone, todo, args.jobs, save)
 
   wanted = [run_name(c) for c in configs(args.quick, sparsities)]
   records = sorted([r for r in records if r["name"] in wanted], key=lambda r: wanted.index(r["name"]))
