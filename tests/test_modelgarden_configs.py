@@ -203,3 +203,14 @@ def test_every_yaml_builds_its_model():
       assert per_kernel[0] < params.task.sparsity.sparsity < per_kernel[-1]
     else:
       assert 0 < len(masks) <= kernels
+
+
+def test_train_microbatches_must_divide_the_batch_and_be_positive():
+  params = exp_factory.get_exp_config('mnist_rigl')
+  params.override({'task': {'train_microbatches': 4}})
+  params.validate()  # 4 divides mnist_rigl's global batch
+  for value, message in ((0, 'must be a positive int'), (7, 'does not divide task.train_data.global_batch_size')):
+    params = exp_factory.get_exp_config('mnist_rigl')
+    params.override({'task': {'train_microbatches': value}})
+    with pytest.raises(ValueError, match=message):
+      params.validate()

@@ -2,8 +2,14 @@
 as Model Garden's runtime expects (`runtime.distribution_strategy=multi_worker_mirrored`).
 
 Both workers must end with identical masks, equal to those of a single-worker run with the same global batch: the
-input gives every step the same examples however many workers share it (`tfmot_rigl.modelgarden.inputs`), and the
-mask updates draw from (seed, layer, step) on every replica.
+input gives every step the same examples however many workers share it (`tfmot_rigl.modelgarden.inputs`), the mask
+updates draw from (seed, layer, step) on every replica, and the single worker splits its batch into the workers'
+halves (`task.train_microbatches=2`), so that its gradient is the same sum of two half-batch gradients.
+
+Bit for bit, that needs the same kernels on both sides: grappler's arithmetic optimizer rewrites the single process's
+step graph in a way the multi-worker graph (split by its collectives) escapes, which changes the last bit of a few
+gradient entries (measured: 8 of 25,088 entries of hidden_1's kernel at step 1; with it off in both runs, 0). Every
+run here turns it off, as a user comparing runs would; with the default settings masks agree on 99.98% of entries.
 """
 import json
 import os
@@ -35,10 +41,17 @@ def free_ports(count):
   return ports
 
 
-def start_train(model_dir, strategy, env=None):
+# `tfm train` with grappler's arithmetic optimizer off (see the module docstring).
+TFM_SAME_KERNELS = ('import sys, tensorflow as tf\n'
+                    'tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})\n'
+                    'from tfmot_rigl.cli import main\n'
+                    'sys.exit(main.main(sys.argv[1:]))\n')
+
+
+def start_train(model_dir, strategy, env=None, overrides=''):
   return subprocess.Popen(
-      [sys.executable, '-m', 'tfmot_rigl.cli.main', 'train', '--experiment=mnist_rigl', f'--model_dir={model_dir}',
-       '--mode=train', f'--params_override={CONFIG},runtime.distribution_strategy={strategy}'],
+      [sys.executable, '-c', TFM_SAME_KERNELS, 'train', '--experiment=mnist_rigl', f'--model_dir={model_dir}',
+       '--mode=train', f'--params_override={CONFIG},runtime.distribution_strategy={strategy}{overrides}'],
       cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **(env or {})))
 
@@ -76,7 +89,7 @@ def test_two_workers_on_loopback_agree_with_each_other_and_with_one_worker(tmp_p
     tf_config = json.dumps({'cluster': cluster, 'task': {'type': 'worker', 'index': index}})
     workers.append(start_train(model_dir, 'multi_worker_mirrored',
                                env={'TF_CONFIG': tf_config, 'TMPDIR': str(worker_tmp[index])}))
-  single = start_train(str(tmp_path / 'single'), 'mirrored')
+  single = start_train(str(tmp_path / 'single'), 'mirrored', overrides=',task.train_microbatches=2')
   for worker in workers:
     finish(worker)
   finish(single)
@@ -85,17 +98,13 @@ def test_two_workers_on_loopback_agree_with_each_other_and_with_one_worker(tmp_p
   reference = final_tensors(str(tmp_path / 'single'))
   masks = sorted(name for name in chief if '/mask/' in name)
   assert len(masks) >= 2 and sorted(chief) == sorted(other) == sorted(reference)
-  # The two workers hold one model: every weight and mask bit-identical.
+  # The two workers hold one model, and the single worker with the same global batch trained the same one: every
+  # weight, optimizer slot and mask bit-identical, after 200 steps with 15 mask updates.
   for name in chief:
     assert np.array_equal(chief[name], other[name]), name
-  # Against one worker with the same global batch: the same examples at every step (see the test below), so the same
-  # training up to rounding: the all-reduced mean of two half-batch gradients is not the full-batch mean to the last
-  # bit, and a near-tie between two magnitudes may fall the other way at an update. Masks keep exactly the same count
-  # per layer and agree on nearly every entry (measured: 100% and 99.98%, 4 of 25,088 entries of hidden_1).
+    assert np.array_equal(chief[name], reference[name]), name
   for name in masks:
-    assert chief[name].sum() == reference[name].sum(), name
-    agreement = float(np.mean(chief[name] == reference[name]))
-    assert agreement >= 0.995, f'{name}: only {agreement:.4%} of mask entries agree with the single-worker run'
+    assert 0 < chief[name].sum() < chief[name].size, name
 
 
 def test_every_step_sees_the_same_examples_with_one_or_two_workers_and_after_a_restart():

@@ -183,12 +183,32 @@ class SparseImageClassificationModel(stock.ImageClassificationModel):
 
 @dataclasses.dataclass
 class SparseImageClassificationTask(stock.ImageClassificationTask):
-  """The stock image-classification task plus a `sparsity` block."""
+  """The stock image-classification task plus a `sparsity` block.
+
+  Attributes:
+    train_microbatches: split each replica's training batch into this many equal micro-batches, one forward and
+      backward pass each, their gradients summed into one update: the update that many replicas sharing the batch
+      make (one worker with 2 reproduces a 2-worker run), with the activations of one micro-batch in memory at a
+      time. 1 (default) is Model Garden's own train step.
+  """
   model: SparseImageClassificationModel = dataclasses.field(default_factory=SparseImageClassificationModel)
   train_data: SparseDataConfig = dataclasses.field(default_factory=lambda: SparseDataConfig(is_training=True))
   validation_data: SparseDataConfig = dataclasses.field(default_factory=lambda: SparseDataConfig(is_training=False))
   sparsity: SparsityConfig = dataclasses.field(default_factory=SparsityConfig)
   monitoring: summaries.MonitoringConfig = dataclasses.field(default_factory=summaries.MonitoringConfig)
+  train_microbatches: int = 1
+
+  def validate(self):
+    super().validate()
+    count = self.train_microbatches
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+      raise ValueError(f'task.train_microbatches={count!r} must be a positive int (1: no micro-batches).')
+    if count > 1 and self.train_data.global_batch_size % count:
+      raise ValueError(f'task.train_microbatches={count} does not divide task.train_data.global_batch_size='
+                       f'{self.train_data.global_batch_size}; choose a divisor of the batch.')
+    if count > 1 and self.losses.use_binary_cross_entropy:
+      raise ValueError('task.train_microbatches > 1 works with the softmax cross-entropy loss; set '
+                       'task.losses.use_binary_cross_entropy=false or train_microbatches=1.')
 
 
 @dataclasses.dataclass
@@ -204,6 +224,7 @@ class SparseExperimentConfig(cfg.ExperimentConfig):
       # place (after every override, before the lock) that sees both.
       sparsity.total_steps = self.trainer.train_steps
     sparsity.validate()
+    self.task.validate()
 
 
 _RESTRICTIONS = ['task.train_data.is_training != None', 'task.validation_data.is_training != None']

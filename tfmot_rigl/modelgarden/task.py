@@ -9,7 +9,8 @@ Only these things change from `official.vision.tasks.image_classification.ImageC
     prunable as a whole, as Model Garden's pruning project does, so every kernel inside them is sparsified (each at
     its own sparsity from the distribution);
   * `build_inputs` reads MNIST from `tfmot_rigl.data` when the data config names it, and adds CIFAR's pad-and-crop
-    augmentation when `pad_and_crop` asks for it.
+    augmentation when `pad_and_crop` asks for it;
+  * `train_step` can split the batch into micro-batches (`task.train_microbatches`).
 Masks, TFMOT step counters and algorithm state are variables of the wrappers, so the trainer's checkpoint (model and
 optimizer) holds everything needed to resume.
 """
@@ -66,6 +67,49 @@ class SparseImageClassificationTask(image_classification.ImageClassificationTask
     if not sparse_keras.sparse_wrappers(self.sparse_model):
       return optimizer  # method=dense: nothing to update.
     return sparse_keras.wrap_optimizer(optimizer, self.sparse_model)
+
+  def train_step(self, inputs, model, optimizer, metrics=None):
+    """Model Garden's train step; with `task.train_microbatches` = n > 1, one update from n micro-batches.
+
+    Each micro-batch's loss is scaled by 1 / (replicas · n) before its backward pass, as each of n replicas scales
+    its own, and the gradients are summed in micro-batch order: with the batch split as the input splits it between
+    workers, the arithmetic is that of n workers (see README, "Running at scale", for bit-identical results).
+    """
+    count = self.task_config.train_microbatches
+    if count == 1:
+      return super().train_step(inputs, model, optimizer, metrics)
+    features, labels = inputs
+    if self.task_config.losses.one_hot and not self.task_config.train_data.is_multilabel:
+      labels = tf.one_hot(labels, self.task_config.model.num_classes)
+    scale = tf.distribute.get_strategy().num_replicas_in_sync * count
+    loss_scaling = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
+    variables = model.trainable_variables
+    total, losses, outputs = None, [], []
+    for part_features, part_labels in zip(tf.split(features, count), tf.split(labels, count)):
+      with tf.GradientTape() as tape:
+        part_outputs = tf.nest.map_structure(lambda x: tf.cast(x, tf.float32), model(part_features, training=True))
+        loss = self.build_losses(model_outputs=part_outputs, labels=part_labels, aux_losses=model.losses)
+        scaled_loss = loss / scale
+        if loss_scaling:
+          scaled_loss = optimizer.get_scaled_loss(scaled_loss)
+      grads = tape.gradient(scaled_loss, variables)
+      if loss_scaling:
+        grads = optimizer.get_unscaled_gradients(grads)
+      total = grads if total is None else [b if a is None else a if b is None else a + b
+                                           for a, b in zip(total, grads)]
+      losses.append(loss)
+      outputs.append(part_outputs)
+    optimizer.apply_gradients(list(zip(total, variables)))
+    outputs = tf.concat(outputs, axis=0)
+    logs = {self.loss: tf.add_n(losses) / count}
+    if getattr(self.task_config.model, 'output_softmax', False):
+      outputs = tf.nn.softmax(outputs, axis=-1)
+    if metrics:
+      self.process_metrics(metrics, labels, outputs)
+    elif model.compiled_metrics:
+      self.process_compiled_metrics(model.compiled_metrics, labels, outputs)
+      logs.update({m.name: m.result() for m in model.metrics})
+    return logs
 
   def build_inputs(self, params, input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
     if inputs.is_mnist(params):
