@@ -127,10 +127,8 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
   def get_config(self) -> dict:
     return {"update_frequency": self.update_frequency, "begin_step": self.begin_step, "end_step": self.end_step,
             "drop_fraction": self.drop_fraction, "drop_fraction_anneal": self.drop_fraction_anneal,
-            "grow_init": self.grow_init, "seed_offset": self.seed_offset, **self._block_config()}
-
-  def _block_config(self):
-    return {"block_shape": list(self.block_shape), "block_norm": self.block_norm}
+            "grow_init": self.grow_init, "seed_offset": self.seed_offset, "block_shape": list(self.block_shape),
+            "block_norm": self.block_norm}
 
   @classmethod
   def from_config(cls, config):

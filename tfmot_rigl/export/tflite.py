@@ -58,9 +58,12 @@ class TfliteResult:
   num_check_inputs: int
   sparse: bool
   int8: bool
-  runs_in_default_interpreter: bool = True
   default_interpreter_error: Optional[str] = None   # why the default tf.lite.Interpreter cannot run it
   ops: Tuple[tflite_ops.WeightOp, ...] = ()         # the ops with weights, and how their weights are stored
+
+  @property
+  def runs_in_default_interpreter(self) -> bool:
+    return self.default_interpreter_error is None
 
   @property
   def size_ratio(self) -> float:
@@ -208,11 +211,9 @@ def _difference(expected: Dict[str, np.ndarray], actual: Dict[str, np.ndarray]) 
   return max(float(np.max(np.abs(actual[name].astype(np.float64) - expected[name]))) for name in expected)
 
 
-def max_output_difference(signature, model_content: bytes, feeds: Dict[str, np.ndarray],
-                          signature_key: str = SERVING_SIGNATURE, expected: Optional[Dict[str, np.ndarray]] = None):
-  """(max |TFLite − SavedModel| over all outputs, max |SavedModel output|) on `feeds`, on TFLite's builtin kernels."""
-  if expected is None:
-    expected = saved_model_outputs(signature, feeds)
+def max_output_difference(model_content: bytes, feeds: Dict[str, np.ndarray], expected: Dict[str, np.ndarray],
+                          signature_key: str = SERVING_SIGNATURE):
+  """(max |TFLite − expected| over all outputs, max |expected|) on `feeds`, on TFLite's builtin kernels."""
   actual = make_interpreter(model_content).get_signature_runner(signature_key)(**feeds)
   diff = _difference(expected, actual)
   scale = max(float(np.max(np.abs(value))) for value in expected.values())
@@ -261,7 +262,7 @@ def export_tflite(saved_model_dir: str, output: str, *, sparse: bool = False, in
   dense_content = content if not (sparse or int8) else convert(saved_model_dir, signature_key=signature_key)
   feeds = random_inputs(signature, saved_model_dir, num_check_inputs)
   expected = saved_model_outputs(signature, feeds)
-  diff, scale = max_output_difference(signature, content, feeds, signature_key, expected=expected)
+  diff, scale = max_output_difference(content, feeds, expected, signature_key)
   del loaded  # kept alive until here: the signature reads its variables
   tolerance = (INT8_TOLERANCE if int8 else FLOAT_TOLERANCE) * max(1.0, scale)
   if not diff <= tolerance:  # also catches NaN
@@ -277,5 +278,5 @@ def export_tflite(saved_model_dir: str, output: str, *, sparse: bool = False, in
   _write_file(content, output)
   return TfliteResult(path=output, size_bytes=len(content), dense_size_bytes=len(dense_content), max_abs_diff=diff,
                       tolerance=tolerance, num_check_inputs=num_check_inputs, sparse=sparse, int8=int8,
-                      runs_in_default_interpreter=default_error is None, default_interpreter_error=default_error,
+                      default_interpreter_error=default_error,
                       ops=tuple(tflite_ops.weight_ops(content)))
