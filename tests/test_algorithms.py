@@ -201,15 +201,17 @@ def test_rigl_grow_init_grad_scale_and_grad_sign():
   np.testing.assert_array_equal(values, np.sign(grad))
 
 
-def test_rigl_initial_acc_scale_sets_new_momentum_to_scaled_gradient():
+def test_rigl_initial_acc_scale_sets_adam_first_moment_to_scaled_gradient():
+  # Adam's m is an average of g: a new connection's m starts at initial_acc_scale · g, its v at zero.
   optimizer, wrapper, kernel, mask = _single_layer(
-      tfmot_rigl.RigL(initial_acc_scale=0.5, drop_fraction=0.5, **_at_step(0)),
-      keras.optimizers.SGD(0.0, momentum=0.9), shape=(10, 10))
+      tfmot_rigl.RigL(initial_acc_scale=0.5, drop_fraction=0.5, **_at_step(0)), keras.optimizers.Adam(0.0),
+      shape=(10, 10))
   before = mask.numpy().copy()
   grad = np.random.RandomState(1).randn(10, 10).astype("float32")
   optimizer.apply_gradients([(tf.constant(grad), kernel)])
   new = (mask.numpy() > 0) & (before == 0)
-  np.testing.assert_allclose(optimizer.momentums[0].numpy()[new], 0.5 * grad[new], rtol=1e-6)
+  np.testing.assert_allclose(optimizer._momentums[0].numpy()[new], 0.5 * grad[new], rtol=1e-6)
+  assert not optimizer._velocities[0].numpy()[new].any()
 
 
 def test_unknown_grow_init_lists_valid_ones():

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tfmot_rigl.core import blocks
 from tfmot_rigl.core import distributions
+from tfmot_rigl.core import gradual
 from tfmot_rigl.core import masks as mask_math
 from tfmot_rigl.core import schedule
 
@@ -64,6 +65,9 @@ class LayerUpdate:
   state: dict                 # the algorithm's per-layer state tensors (e.g. SNFS gradient EMA)
   seed: tf.Tensor             # int32 [2] stateless seed unique to (algorithm seed, layer, step)
   initial_weight: Optional[tf.Tensor] = None  # kernel at initialisation, for grow_init=initial_dist
+  step: Optional[tf.Tensor] = None            # the optimizer's step of this update (int64 scalar)
+  # Gradual pruning: the active units (entries, or blocks) this layer keeps after this update; None keeps the count.
+  active_count: Optional[tf.Tensor] = None
 
 
 class _IgnoresOtherMethodsKnobs(type):
@@ -96,7 +100,8 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
 
   def __init__(self, update_frequency: int = 100, begin_step=0, end_step=0.75, drop_fraction: float = 0.3,
                drop_fraction_anneal: str = "cosine", grow_init: str = "zeros", seed_offset: int = 0,
-               block_shape=(1, 1), block_norm: str = "l1"):
+               block_shape=(1, 1), block_norm: str = "l1", initial_sparsity: Optional[float] = None,
+               prune_end=0.375):
     schedule.check_anneal(drop_fraction_anneal)
     if not 0.0 <= drop_fraction <= 1.0:
       raise ValueError(f"drop_fraction={drop_fraction!r} is outside [0, 1]; it is the fraction of active "
@@ -111,6 +116,10 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
     # Masks of Dense kernels (and 1×1 convs) constant over blocks of (b_in, b_out) entries; see core/blocks.py.
     self.block_shape = blocks.check_block_shape(block_shape)
     self.block_norm = blocks.check_block_norm(block_norm)
+    # Gradual (GraNet-style) pruning from the distribution at `initial_sparsity` to the target by `prune_end`
+    # (core/gradual.py); None trains at the target sparsity from the start.
+    self.initial_sparsity = gradual.check_initial_sparsity(initial_sparsity)
+    self.prune_end = prune_end
     if isinstance(update_frequency, bool) or not isinstance(update_frequency, int) or update_frequency <= 0:
       raise ValueError(f"update_frequency={update_frequency!r} must be a positive number of steps, e.g. 100.")
 
@@ -128,7 +137,7 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
     return {"update_frequency": self.update_frequency, "begin_step": self.begin_step, "end_step": self.end_step,
             "drop_fraction": self.drop_fraction, "drop_fraction_anneal": self.drop_fraction_anneal,
             "grow_init": self.grow_init, "seed_offset": self.seed_offset, "block_shape": list(self.block_shape),
-            "block_norm": self.block_norm}
+            "block_norm": self.block_norm, "initial_sparsity": self.initial_sparsity, "prune_end": self.prune_end}
 
   @classmethod
   def from_config(cls, config):
@@ -146,7 +155,33 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
     begin = schedule.resolve_step(self.begin_step, total_steps, "begin_step")
     end = schedule.resolve_step(self.end_step, total_steps, "end_step")
     schedule.check_window(begin, end, self.update_frequency)
+    if self.gradual:
+      self.prune_window(total_steps, (begin, end))
     return begin, end
+
+  @property
+  def gradual(self) -> bool:
+    """Whether masks start at `initial_sparsity` and are pruned to the target by `prune_end`."""
+    return self.dynamic and self.initial_sparsity is not None
+
+  def prune_window(self, total_steps: Optional[int] = None, window=None):
+    """(begin_step, prune_end) as steps: the cubic runs between them; an update must fall on or after prune_end."""
+    begin, end = window or self.window(total_steps)
+    prune_end = schedule.resolve_step(self.prune_end, total_steps, "prune_end")
+    last_update = end // self.update_frequency * self.update_frequency
+    if not begin <= prune_end <= last_update:
+      raise ValueError(f"prune_end={self.prune_end!r} is step {prune_end}, outside the update window's steps {begin} "
+                       f"to {last_update} (the last update step by end_step={self.end_step!r}): the target sparsity "
+                       "is reached at the first update on or after prune_end, so choose prune_end between begin_step "
+                       "and end_step.")
+    return begin, prune_end
+
+  def mask_units(self, shape) -> int:
+    """What a layer's sparsity counts: its entries, or its blocks when masked in blocks."""
+    if self.in_blocks(shape):
+      grid = blocks.grid_shape(shape, self.block_shape)
+      return grid[0] * grid[1]
+    return int(tf.TensorShape(shape).num_elements())
 
   # --- masks -----------------------------------------------------------------------------------------------------
   def in_blocks(self, shape) -> bool:
@@ -191,16 +226,19 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
   def update_mask(self, layer: LayerUpdate, drop_fraction):
     """(new_mask, new_connections) of one layer: drop the smallest, grow the highest-scoring of the rest.
 
+    With `layer.active_count` (gradual pruning) the layer first keeps its largest drop scores down to that count.
+
     In blocks, the same update runs on the block grid: a block's drop score is the `block_norm` of its entries'
     drop scores, its grow score their sum, and whole blocks are dropped and grown.
     """
     drop_scores, grow_scores = self.drop_scores(layer), self.grow_scores(layer)
     if not self.in_blocks(layer.mask.shape):
-      return mask_math.drop_and_grow(layer.mask, drop_scores, grow_scores, drop_fraction, layer.seed)
+      return mask_math.drop_and_grow(layer.mask, drop_scores, grow_scores, drop_fraction, layer.seed,
+                                     layer.active_count)
     block_shape, shape = self.block_shape, layer.mask.shape
     new_mask, new_connections = mask_math.drop_and_grow(
         blocks.block_mask(layer.mask, block_shape), blocks.reduce_blocks(drop_scores, block_shape, self.block_norm),
-        blocks.reduce_blocks(grow_scores, block_shape), drop_fraction, layer.seed)
+        blocks.reduce_blocks(grow_scores, block_shape), drop_fraction, layer.seed, layer.active_count)
     return blocks.expand(new_mask, block_shape, shape), blocks.expand(new_connections, block_shape, shape)
 
   # --- new connections -------------------------------------------------------------------------------------------
@@ -226,8 +264,16 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
     shuffled = tf.gather(flat, tf.argsort(tf.random.stateless_uniform(tf.shape(flat), seed)))
     return tf.reshape(shuffled, tf.shape(weight)) / divisor
 
-  def new_slot_values(self, layer: LayerUpdate, slot: tf.Tensor) -> tf.Tensor:
-    """Optimizer slot values (momentum, Adam m/v, …) of new connections: zero."""
+  def new_slot_values(self, layer: LayerUpdate, slot: tf.Tensor, kind: str = "other",
+                      learning_rate=None) -> tf.Tensor:
+    """Optimizer slot values (momentum, Adam m/v, …) of new connections: zero.
+
+    `kind` says what the slot holds (tfmot_rigl.keras.slots.SLOT_KINDS): "first_moment" (Adam's m: an average of
+    g), "velocity" (SGD momentum in tf_keras: m ← μm − lr·g, added to the weight), "momentum_step" (RMSprop
+    momentum: mom ← μ·mom + lr·g/√ms, subtracted from the weight), or "other" (second moments, accumulators).
+    `learning_rate` is the optimizer's current one.
+    """
+    del layer, kind, learning_rate
     return tf.zeros_like(slot)
 
   @property

@@ -12,8 +12,16 @@ class RigL(base.SparseAlgorithm):
   """Grow score |∂L/∂W| of the current batch, at every position including inactive ones.
 
   Extra knobs over SET: grow_init may also be `grad_scale` / `grad_sign` (new weights = gradient or its sign,
-  optionally divided, e.g. grad_scale_10), and `initial_acc_scale` sets the optimizer slots of new connections to
-  initial_acc_scale · gradient instead of zero.
+  optionally divided, e.g. grad_scale_10), and `initial_acc_scale` a: the momentum slot of a new connection starts
+  as if it had already accumulated a·g, g the connection's dense gradient — so its first update moves it downhill,
+  against g, by more than plain SGD would:
+    Adam, AdamW, Nadam, Adamax (first moment m, an average of g): m = a·g;
+    SGD with momentum, Nesterov or not (tf_keras keeps a velocity m ← μm − lr·g that is added to the weight):
+      m = −lr·a·g, the velocity of the reference's TF1 momentum accumulator a·g;
+    RMSprop with momentum (mom ← μ·mom + lr·g/(√ms + ε), subtracted from the weight): mom = lr·a·g/(|g| + ε),
+      the step that gradient would take with ms = g²;
+  second moments and accumulators (Adam v, RMSprop ms and its mean gradient, Adagrad, Ftrl) stay zero, so an
+  optimizer without a momentum slot (plain SGD, RMSprop without momentum, Adagrad) is unchanged by the knob.
   """
 
   name = "rigl"
@@ -40,7 +48,16 @@ class RigL(base.SparseAlgorithm):
     grad = layer.grad if match.group(1) == "grad_scale" else tf.sign(layer.grad)
     return grad / divisor
 
-  def new_slot_values(self, layer, slot):
-    if self.initial_acc_scale:
-      return tf.cast(layer.grad * self.initial_acc_scale, slot.dtype)
-    return tf.zeros_like(slot)
+  def new_slot_values(self, layer, slot, kind="other", learning_rate=None):
+    scale = self.initial_acc_scale
+    if not scale or kind == "other":
+      return tf.zeros_like(slot)
+    grad = tf.cast(layer.grad, slot.dtype)
+    if kind == "first_moment":
+      return scale * grad
+    learning_rate = tf.cast(learning_rate, slot.dtype)
+    if kind == "velocity":
+      return -learning_rate * scale * grad
+    if kind == "momentum_step":
+      return learning_rate * scale * grad / (tf.abs(grad) + 1e-7)
+    raise ValueError(f"Unknown optimizer slot kind {kind!r}.")

@@ -129,8 +129,11 @@ def top_k_mask(scores, num_active, seed) -> tf.Tensor:
   return tf.reshape(tf.cast(keep, tf.float32), tf.shape(scores))
 
 
-def _drop_count(flat_mask, drop_fraction):
+def _drop_count(flat_mask, drop_fraction, active_count=None):
+  """(n, k): connections kept active (the current count, or `active_count` when smaller) and how many of them drop."""
   num_active = tf.reduce_sum(tf.cast(flat_mask, tf.int32))
+  if active_count is not None:  # gradual pruning: keep the largest down to this count first
+    num_active = tf.minimum(num_active, tf.cast(active_count, tf.int32))
   return num_active, tf.cast(tf.floor(tf.cast(drop_fraction, tf.float32) * tf.cast(num_active, tf.float32)), tf.int32)
 
 
@@ -141,8 +144,8 @@ def _finish(mask, flat_mask, keep, grow):
   return tf.reshape(tf.cast(new_mask, mask.dtype), shape), tf.reshape(new_connections, shape)
 
 
-def drop_and_grow(mask, drop_scores, grow_scores, drop_fraction, seed):
-  """One drop/grow update of one layer's mask; the number of active connections is unchanged.
+def drop_and_grow(mask, drop_scores, grow_scores, drop_fraction, seed, active_count=None):
+  """One drop/grow update of one layer's mask; the number of active connections is unchanged (or `active_count`).
 
   Args:
     mask: float 0/1 tensor, the current mask.
@@ -150,21 +153,24 @@ def drop_and_grow(mask, drop_scores, grow_scores, drop_fraction, seed):
     grow_scores: same shape; among connections not kept, the largest are activated.
     drop_fraction: scalar f; k = floor(f · n) of the n active connections are dropped and k grown.
     seed: int32 [2] stateless seed for tie-breaking (seed for the drop ranking, seed + 1 for the grow ranking).
+    active_count: optional int scalar (gradual pruning): first keep only the `active_count` largest drop scores of
+      the n active (when fewer than n), then drop and grow k = floor(f · active_count) of those. Keeping the top
+      n' − k of one ranking is the same as pruning to n' and then dropping k, so one selection does both.
 
   Returns:
     (new_mask, new_connections): new float mask and a bool tensor of connections inactive before and active now.
   """
   flat_mask = tf.reshape(mask, [-1]) > 0.5
-  num_active, num_drop = _drop_count(flat_mask, drop_fraction)
+  num_active, num_drop = _drop_count(flat_mask, drop_fraction, active_count)
   keep = largest(tf.reshape(drop_scores, [-1]), flat_mask, num_active - num_drop, seed)
   grow = largest(tf.reshape(grow_scores, [-1]), tf.logical_not(keep), num_drop, seed + 1)
   return _finish(mask, flat_mask, keep, grow)
 
 
-def drop_and_grow_reference(mask, drop_scores, grow_scores, drop_fraction, seed):
+def drop_and_grow_reference(mask, drop_scores, grow_scores, drop_fraction, seed, active_count=None):
   """`drop_and_grow` by full-tensor sorts (four argsorts): the straightforward reference, same results."""
   flat_mask = tf.reshape(mask, [-1]) > 0.5
-  num_active, num_drop = _drop_count(flat_mask, drop_fraction)
+  num_active, num_drop = _drop_count(flat_mask, drop_fraction, active_count)
   drop_scores = tf.where(flat_mask, tf.reshape(drop_scores, [-1]), -float("inf"))
   keep = tf.logical_and(flat_mask, descending_ranks(drop_scores, seed) < num_active - num_drop)
   grow_scores = tf.where(keep, -float("inf"), tf.reshape(grow_scores, [-1]))

@@ -137,7 +137,8 @@ def _layer_view(wrapper, index, weight, mask, grad, step, state):
   return algorithms.LayerUpdate(
       weight=tf.identity(weight), mask=tf.cast(mask, weight.dtype), grad=grad, state=state,
       seed=wrapper.layer_seed(step, index),
-      initial_weight=wrapper.initial_weights[index] if wrapper.initial_weights else None)
+      initial_weight=wrapper.initial_weights[index] if wrapper.initial_weights else None,
+      step=tf.cast(step, tf.int64), active_count=wrapper.active_count_at(step, index))
 
 
 def _snip_update_fn(optimizer, wrapper, index, mask):
@@ -168,7 +169,7 @@ def _drop_and_grow_update_fn(optimizer, wrapper, index, mask):
   schedule = wrapper.pruning_schedule
   state = wrapper.state[index]
   kernel = wrapper.pruning_vars[index][0]
-  slots = slot_lookup.slot_variables(optimizer, kernel) if algorithm.dynamic else []
+  slots = slot_lookup.slot_kinds(optimizer, kernel) if algorithm.dynamic else []
   averages = slot_lookup.moving_averages(optimizer, kernel) if algorithm.dynamic else []
 
   def update(weight, grad, step, step_finite):
@@ -188,8 +189,11 @@ def _drop_and_grow_update_fn(optimizer, wrapper, index, mask):
       new_mask = tf.cast(new_mask, weight.dtype)
       new_weight = tf.where(new_connections, algorithm.grow_values(layer), weight * new_mask)
       weight.assign(new_weight)
-      for slot in slots:
-        slot.assign(tf.where(new_connections, algorithm.new_slot_values(layer, slot), slot * new_mask))
+      for kind, slot in slots:
+        learning_rate = (slot_lookup.current_learning_rate(optimizer, slot.dtype)
+                         if kind != "other" and getattr(algorithm, "initial_acc_scale", 0) else None)
+        slot.assign(tf.where(new_connections, algorithm.new_slot_values(layer, slot, kind, learning_rate),
+                             slot * new_mask))
       for average in averages:  # moving averages used for evaluation follow the weights
         average.assign(tf.where(new_connections, tf.cast(new_weight, average.dtype), average * new_mask))
       mask.assign(tf.cast(new_mask, mask.dtype))

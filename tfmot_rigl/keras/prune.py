@@ -16,6 +16,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 
 from tfmot_rigl import algorithms
 from tfmot_rigl.core import distributions
+from tfmot_rigl.keras import gradual as gradual_start
 from tfmot_rigl.keras import subclassed
 from tfmot_rigl.keras import training_steps
 from tfmot_rigl.keras.log import logger
@@ -190,9 +191,12 @@ def _layer_seed_index(layer) -> int:
   return zlib.crc32(layer.name.encode()) % (1 << 16)
 
 
-def _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_index, weight_sparsities=None):
-  """The pruning wrapper of one layer: TFMOT's own for Magnitude, ours for the sparse-from-scratch methods."""
-  pending = {what: value for what, value in (("begin_step", begin), ("end_step", end))
+def _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_index, weight_sparsities=None,
+                  gradual=None):
+  """The pruning wrapper of one layer: TFMOT's own for Magnitude, ours for the sparse-from-scratch methods.
+  `gradual`: (layer's initial sparsity, prune_end, initial weight sparsities or None) for gradual pruning."""
+  initial_sparsity, prune_end, initial_weight_sparsities = gradual or (None, 0, None)
+  pending = {what: value for what, value in (("begin_step", begin), ("end_step", end), ("prune_end", prune_end))
              if isinstance(value, training_steps.PendingStep)}
   if algorithm.name == "magnitude":
     schedule = tfmot.sparsity.keras.PolynomialDecay(
@@ -206,9 +210,10 @@ def _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_inde
     schedule = SparseSchedule(layer_sparsity, begin_step=0 if "begin_step" in pending else begin,
                               end_step=0 if pending else end, update_frequency=algorithm.update_frequency,
                               drop_fraction=algorithm.drop_fraction,
-                              drop_fraction_anneal=algorithm.drop_fraction_anneal)
+                              drop_fraction_anneal=algorithm.drop_fraction_anneal, initial_sparsity=initial_sparsity,
+                              prune_end=0 if pending else prune_end)
     wrapper = SparseWrapper(layer, schedule, algorithm=algorithm, seed=seed, layer_index=layer_index,
-                            weight_sparsities=weight_sparsities)
+                            weight_sparsities=weight_sparsities, initial_weight_sparsities=initial_weight_sparsities)
   for what, value in pending.items():  # resolved by fit (training_steps.resolve_in_fit) or an error saying what to do
     setattr(schedule, what, value)
   return wrapper
@@ -259,34 +264,38 @@ def prune_sparse(to_prune, algorithm=None, sparsity: float = 0.9, distribution: 
   model = to_prune
   sparsities = model_sparsities(model, sparsity, distribution, erk_power_scale, custom_sparsities, exclude,
                                 first_layer_dense, sparsify_depthwise)
+  initial = gradual_start.initial_sparsities(algorithm, sparsity, lambda start: model_sparsities(
+      model, start, distribution, erk_power_scale, custom_sparsities, exclude, first_layer_dense, sparsify_depthwise))
   left_dense = dense_layers_and_why(model, sparsities, exclude, sparsify_depthwise)
   if left_dense and algorithm.name != "dense":
     logger.info("%s", dense_summary_line(left_dense, len(_kernel_layers(model))))
   per_layer = {}  # layer name -> [(sparsity, size)] of its prunable weights, in order
   for key, layer_name, shape in _sparsifiable_weights(model, exclude, sparsify_depthwise):
-    per_layer.setdefault(layer_name, []).append((sparsities[key], float(np.prod(shape))))
+    per_layer.setdefault(layer_name, []).append((sparsities[key], float(np.prod(shape)), initial.get(key)))
   if not algorithm.uses_masks and algorithm.name == "dense":
     # Marked, so wrap_optimizer passes the optimizer through: code written once for every method runs on dense.
     object.__setattr__(model, "_tfmot_rigl_dense", True)
     return model
   begin, end = (training_steps.window_or_pending(algorithm, total_steps)
                 if algorithm.dynamic or algorithm.name == "magnitude" else (0, 0))
+  prune_end = training_steps.prune_end_or_pending(algorithm, total_steps) if algorithm.gradual else 0
   layer_index = {name: i for i, name in enumerate(per_layer)}
   replaced = []  # (original layer, replacement) whose weights must be copied once the clone is built
 
   def wrap(layer):
     if isinstance(layer, keras.Model) and _is_graph_model(layer):
       return keras.models.clone_model(layer, input_tensors=None, clone_function=wrap)
-    weight_sparsities = [s for s, _ in per_layer.get(layer.name, [])]
+    weight_sparsities = [s for s, _, _ in per_layer.get(layer.name, [])]
     if not any(weight_sparsities):
       return layer
     # The schedule carries the layer's parameter-weighted sparsity (what TFMOT's summaries report for it).
-    layer_sparsity = float(sum(s * n for s, n in per_layer[layer.name]) / sum(n for _, n in per_layer[layer.name]))
+    layer_sparsity = float(sum(s * n for s, n, _ in per_layer[layer.name]) / sum(n for _, n, _ in per_layer[layer.name]))
+    gradual = gradual_start.layer_start(algorithm, per_layer[layer.name], prune_end)
     if algorithm.name != "magnitude" and type(layer) is keras.layers.DepthwiseConv2D:
       original, layer = layer, SparsifiableDepthwiseConv2D.from_config(layer.get_config())
       replaced.append((original, layer))
     return _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_index[layer.name],
-                         weight_sparsities if len(weight_sparsities) > 1 else None)
+                         weight_sparsities if len(weight_sparsities) > 1 else None, gradual)
 
   if _is_graph_model(model):
     sparse_model = keras.models.clone_model(model, input_tensors=None, clone_function=wrap)
@@ -344,7 +353,12 @@ def _prune_layer(layer, algorithm, sparsity, sparsify_depthwise, seed, total_ste
   begin, end = (training_steps.window_or_pending(algorithm, total_steps)
                 if algorithm.dynamic or algorithm.name == "magnitude" else (0, 0))
   distributions.check_sparsity(sparsity)
-  wrapper = _make_wrapper(layer, algorithm, float(sparsity), begin, end, seed, _layer_seed_index(layer))
+  gradual_start.initial_sparsities(algorithm, sparsity, None)  # checks initial_sparsity <= sparsity
+  gradual = (gradual_start.layer_start(algorithm, [(sparsity, 1.0, algorithm.initial_sparsity)],
+                                       training_steps.prune_end_or_pending(algorithm, total_steps))
+             if algorithm.gradual else None)
+  wrapper = _make_wrapper(layer, algorithm, float(sparsity), begin, end, seed, _layer_seed_index(layer),
+                          gradual=gradual)
   if layer.built:
     wrapper.build(None)
     _start([wrapper])

@@ -10,6 +10,7 @@ import tf_keras as keras
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule
 
 from tfmot_rigl.core import distributions
+from tfmot_rigl.core import gradual
 from tfmot_rigl.core import schedule as schedule_math
 
 
@@ -22,10 +23,13 @@ class SparseSchedule(pruning_schedule.PruningSchedule):
     update_frequency: ΔT; updates happen at steps that are multiples of it.
     drop_fraction: α, fraction of active connections replaced at an update before annealing.
     drop_fraction_anneal: "constant", "cosine" or "exponential_k".
+    initial_sparsity: gradual pruning: the layer's sparsity at the start (None: `sparsity` throughout).
+    prune_end: gradual pruning: the step from which the layer is at `sparsity` (core/gradual.py).
   """
 
   def __init__(self, sparsity: float, begin_step: int = 0, end_step: int = 0, update_frequency: int = 100,
-               drop_fraction: float = 0.3, drop_fraction_anneal: str = "cosine"):
+               drop_fraction: float = 0.3, drop_fraction_anneal: str = "cosine", initial_sparsity=None,
+               prune_end: int = 0):
     self.sparsity = distributions.check_sparsity(sparsity)
     schedule_math.check_window(begin_step, end_step, update_frequency)
     schedule_math.check_anneal(drop_fraction_anneal)
@@ -34,6 +38,14 @@ class SparseSchedule(pruning_schedule.PruningSchedule):
     self.update_frequency = int(update_frequency)
     self.drop_fraction = float(drop_fraction)
     self.drop_fraction_anneal = drop_fraction_anneal
+    self.initial_sparsity = gradual.check_initial_sparsity(initial_sparsity)
+    self.prune_end = prune_end if not isinstance(prune_end, (int, float)) else int(prune_end)
+
+  def active_count_at(self, step, units: int, initial: float, final: float):
+    """int32 tensor: active units of a weight with `units` after an update at `step` (a table lookup, no host sync)."""
+    counts = gradual.active_counts(units, initial, final, self.begin_step, self.prune_end, self.update_frequency)
+    index = tf.minimum(tf.math.floordiv(tf.cast(step, tf.int64), self.update_frequency), len(counts) - 1)
+    return tf.gather(tf.constant(counts, tf.int32), index)
 
   def __call__(self, step):
     # (False, s): TFMOT must never re-threshold these masks by magnitude on its own.
@@ -50,7 +62,9 @@ class SparseSchedule(pruning_schedule.PruningSchedule):
     return {"class_name": type(self).__name__,
             "config": {"sparsity": self.sparsity, "begin_step": self.begin_step, "end_step": self.end_step,
                        "update_frequency": self.update_frequency, "drop_fraction": self.drop_fraction,
-                       "drop_fraction_anneal": self.drop_fraction_anneal}}
+                       "drop_fraction_anneal": self.drop_fraction_anneal,
+                       **({"initial_sparsity": self.initial_sparsity, "prune_end": self.prune_end}
+                          if self.initial_sparsity is not None else {})}}
 
   def __eq__(self, other):
     return type(self) is type(other) and self.get_config() == other.get_config()

@@ -24,21 +24,55 @@ def check_supported(optimizer):
 
 def slot_variables(optimizer, variable):
   """The optimizer's slot variables for `variable`, each of the variable's shape. Call after the optimizer is built."""
+  return [slot for _, slot in slot_kinds(optimizer, variable)]
+
+
+def slot_kinds(optimizer, variable):
+  """[(kind, slot variable)] of `variable`: what each slot holds, for `SparseAlgorithm.new_slot_values`.
+
+  Kinds: "velocity" (SGD momentum: m ← μm − lr·g, added to the weight), "momentum_step" (RMSprop momentum:
+  mom ← μ·mom + lr·g/√ms, subtracted), "first_moment" (Adam-family m, Lion's m: an average of g), "other".
+  """
   optimizer = _innermost(optimizer)
   if isinstance(optimizer, keras.optimizers.legacy.Optimizer):
-    slots = [optimizer.get_slot(variable, name) for name in optimizer.get_slot_names()]
+    named = [(name, optimizer.get_slot(variable, name)) for name in optimizer.get_slot_names()]
   else:
     index = optimizer._index_dict[optimizer._var_key(variable)]
     count = len(optimizer._index_dict)
-    slots = [value[index] for attr, value in vars(optimizer).items()
+    named = [(attr, value[index]) for attr, value in vars(optimizer).items()
              if attr not in _NOT_SLOTS and isinstance(value, list) and len(value) == count
              and value and all(isinstance(v, tf.Variable) for v in value)]
+  slots = [slot for _, slot in named]
   for slot in slots:
     if slot.shape != variable.shape:
       raise ValueError(f"Cannot reset the slots of optimizer {type(optimizer).__name__}: slot {slot.name} has shape "
                        f"{slot.shape}, not that of {variable.name} {variable.shape} (factored optimizers such as "
                        "Adafactor are not supported); use SGD, Adam or RMSprop.")
-  return slots
+  return [(_slot_kind(optimizer, name), slot) for name, slot in named]
+
+
+_VELOCITY = ("momentum", "momentums")          # SGD: legacy slot name, new optimizer's list
+_FIRST_MOMENTS = ("m", "_momentums", "_m", "momentums")  # Adam/Nadam/Adamax (legacy and new), Lion
+
+
+def _slot_kind(optimizer, name: str) -> str:
+  legacy, new = keras.optimizers.legacy, keras.optimizers
+  if isinstance(optimizer, (legacy.SGD, new.SGD)):
+    return "velocity" if name in _VELOCITY else "other"
+  if isinstance(optimizer, (legacy.RMSprop, new.RMSprop)):
+    return "momentum_step" if name in ("momentum", "_momentums") else "other"
+  if isinstance(optimizer, (legacy.Adam, legacy.Nadam, legacy.Adamax, new.Adam, new.AdamW, new.Nadam, new.Adamax,
+                            new.Lion)):
+    return "first_moment" if name in _FIRST_MOMENTS else "other"
+  return "other"
+
+
+def current_learning_rate(optimizer, dtype=tf.float32):
+  """The learning rate the optimizer holding the slots uses at this step (its schedule evaluated), as a tensor."""
+  optimizer = _innermost(optimizer)
+  if isinstance(optimizer, keras.optimizers.legacy.Optimizer):
+    return tf.cast(optimizer._decayed_lr(dtype), dtype)
+  return tf.cast(optimizer.learning_rate, dtype)
 
 
 def _chain(optimizer):

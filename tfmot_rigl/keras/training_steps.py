@@ -69,6 +69,23 @@ def window_or_pending(algorithm, total_steps: Optional[int]):
   return begin, end
 
 
+def prune_end_or_pending(algorithm, total_steps: Optional[int]):
+  """Gradual pruning's prune_end as a step, or a `PendingStep` for a fraction when total_steps is None."""
+  value = algorithm.prune_end
+  if total_steps:
+    return algorithm.prune_window(total_steps)[1]
+  if isinstance(value, float) and not (value > 1.0 and value.is_integer()):
+    algorithm.prune_window(1000)  # validates everything but the fraction
+    return PendingStep(value, "prune_end", algorithm)
+  window = window_or_pending(algorithm, None)
+  if any(isinstance(step, PendingStep) for step in window):
+    return int(value)  # checked against the window once fit resolves it
+  return algorithm.prune_window(None, window)[1]
+
+
+_WINDOW_FIELDS = ("begin_step", "end_step", "prune_end")
+
+
 def _schedules(model):
   for wrapper in pruning_wrapper_layers(model):
     yield wrapper.pruning_schedule
@@ -82,13 +99,13 @@ def pruning_wrapper_layers(model):
 
 def has_pending_window(model) -> bool:
   return any(isinstance(getattr(schedule, what, None), PendingStep)
-             for schedule in _schedules(model) for what in ("begin_step", "end_step"))
+             for schedule in _schedules(model) for what in _WINDOW_FIELDS)
 
 
 def resolve_windows(model, total_steps: int) -> None:
   """Turns every pending fractional begin/end step of `model`'s schedules into a step of a `total_steps` run."""
   for schedule in _schedules(model):
-    for what in ("begin_step", "end_step"):
+    for what in _WINDOW_FIELDS:
       value = getattr(schedule, what, None)
       if isinstance(value, PendingStep):
         setattr(schedule, what, int(round(value.fraction * total_steps)))
@@ -124,7 +141,7 @@ def _steps_of_fit(model) -> Optional[int]:
 
 def _pending_algorithm(model):
   for schedule in _schedules(model):
-    for what in ("begin_step", "end_step"):
+    for what in _WINDOW_FIELDS:
       value = getattr(schedule, what, None)
       if isinstance(value, PendingStep):
         return value.algorithm

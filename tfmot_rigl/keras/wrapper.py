@@ -34,15 +34,18 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
     layer_index: position of this layer among the sparsified layers.
     weight_sparsities: one sparsity per prunable weight, for layers with several (e.g. a residual block made
       prunable as a whole); by default every weight has the schedule's sparsity.
+    initial_weight_sparsities: the same at the start of gradual pruning (the schedule's `initial_sparsity`).
   """
 
   def __init__(self, layer, pruning_schedule: SparseSchedule, algorithm=None, seed: int = 0, layer_index: int = 0,
-               weight_sparsities=None, **kwargs):
+               weight_sparsities=None, initial_weight_sparsities=None, **kwargs):
     # Compute in the wrapped layer's dtype policy (mixed_float16/bfloat16 included): the wrapper's __call__ is what
     # casts inputs and reads AutoCastVariables in the compute dtype, since it calls the layer's `call` directly.
     kwargs.setdefault("dtype", layer.dtype_policy)
     super().__init__(layer, pruning_schedule=pruning_schedule, **kwargs)
     self.weight_sparsities = [float(s) for s in weight_sparsities] if weight_sparsities is not None else None
+    self.initial_weight_sparsities = ([float(s) for s in initial_weight_sparsities]
+                                      if initial_weight_sparsities is not None else None)
     self.algorithm = algorithms.deserialize(algorithm) if algorithm is not None else algorithms.RigL()
     self.seed = int(seed)
     self.layer_index = int(layer_index)
@@ -73,6 +76,25 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
     """Target sparsity of the index-th prunable weight."""
     return self.weight_sparsities[index] if self.weight_sparsities else self.pruning_schedule.sparsity
 
+  @property
+  def gradual(self) -> bool:
+    return self.pruning_schedule.initial_sparsity is not None
+
+  def initial_sparsity_of(self, index: int) -> float:
+    """Sparsity of the index-th prunable weight at the start of training (its target unless gradual)."""
+    if not self.gradual:
+      return self.sparsity_of(index)
+    if self.initial_weight_sparsities:
+      return self.initial_weight_sparsities[index]
+    return self.pruning_schedule.initial_sparsity
+
+  def active_count_at(self, step, index: int):
+    """Gradual pruning: int32 tensor of the active units of the index-th weight after an update at `step`; else None."""
+    if not self.gradual:
+      return None
+    units = self.algorithm.mask_units(self.pruning_vars[index][0].shape)
+    return self.pruning_schedule.active_count_at(step, units, self.initial_sparsity_of(index), self.sparsity_of(index))
+
   def build(self, input_shape):
     super().build(input_shape)
     if self.weight_sparsities and len(self.weight_sparsities) != len(self.pruning_vars):
@@ -91,7 +113,7 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
         self.initial_weights.append(initial_weight)
       if self.algorithm.in_blocks(weight.shape):  # blocks must tile the kernel: say which layer they do not
         blocks.grid_shape(weight.shape, self.algorithm.block_shape, name=self.layer.name)
-      initial = tf.cast(self.algorithm.initial_mask(weight.shape, self.sparsity_of(index),
+      initial = tf.cast(self.algorithm.initial_mask(weight.shape, self.initial_sparsity_of(index),
                                                        self.layer_seed(-1, index)), mask.dtype)
       mask.assign(initial)
       weight.assign(weight * tf.cast(initial, weight.dtype))
@@ -116,6 +138,8 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
     config = super().get_config()
     config.update(algorithm=algorithms.serialize(self.algorithm), seed=self.seed, layer_index=self.layer_index,
                   weight_sparsities=self.weight_sparsities)
+    if self.initial_weight_sparsities is not None:
+      config["initial_weight_sparsities"] = self.initial_weight_sparsities
     return config
 
   @classmethod
