@@ -165,3 +165,16 @@ def test_bad_gradual_knobs_say_what_to_do():
                             sparsity=0.9, total_steps=100)
   with pytest.raises(ValueError, match="initial_sparsity"):
     tfmot_rigl.RigL(initial_sparsity=-0.1)
+
+
+def test_task_sparsity_takes_the_knobs_and_rejects_bad_ones():
+  from tfmot_rigl.modelgarden import sparsity_config
+  config = sparsity_config.SparsityConfig(method="set", sparsity=0.9, initial_sparsity=0.5, prune_end=300,
+                                          total_steps=1000)
+  config.validate()
+  assert config.algorithm().gradual and config.algorithm().prune_window(1000) == (0, 300)
+  for bad, match in (({"initial_sparsity": 0.95}, "initial_sparsity"), ({"prune_end": 900}, "prune_end"),
+                     ({"prune_end": -2}, "prune_end")):
+    with pytest.raises(ValueError, match=match):
+      sparsity_config.SparsityConfig(method="rigl", sparsity=0.9, total_steps=1000,
+                                     **{"initial_sparsity": 0.5, "prune_end": 300, **bad}).validate()

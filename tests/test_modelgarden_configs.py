@@ -55,7 +55,7 @@ def test_every_sparsity_field_can_be_overridden_from_a_string():
       'task.sparsity.end_step=0.5,task.sparsity.drop_fraction=0.2,task.sparsity.drop_fraction_anneal=exponential_3,'
       'task.sparsity.grow_init=random_normal,task.sparsity.initial_acc_scale=0.1,task.sparsity.snfs_momentum=0.8,'
       'task.sparsity.seed=7,task.sparsity.total_steps=1000,task.sparsity.block_shape=[4,1],'
-      'task.sparsity.block_norm=l2'), is_strict=True)
+      'task.sparsity.block_norm=l2,task.sparsity.initial_sparsity=0.5,task.sparsity.prune_end=0.25'), is_strict=True)
   params.validate()
   sparsity = params.task.sparsity
   assert sparsity.as_dict() == {
@@ -63,11 +63,13 @@ def test_every_sparsity_field_can_be_overridden_from_a_string():
       'custom_sparsities': ['hidden_2=0.3'], 'exclude': ['dense'], 'sparsify_depthwise': True,
       'update_frequency': 50, 'begin_step': 10, 'end_step': 0.5, 'drop_fraction': 0.2,
       'drop_fraction_anneal': 'exponential_3', 'grow_init': 'random_normal', 'initial_acc_scale': 0.1,
-      'snfs_momentum': 0.8, 'block_shape': [4, 1], 'block_norm': 'l2', 'seed': 7, 'total_steps': 1000}
+      'snfs_momentum': 0.8, 'block_shape': [4, 1], 'block_norm': 'l2', 'initial_sparsity': 0.5, 'prune_end': 0.25,
+      'seed': 7, 'total_steps': 1000}
   algorithm = sparsity.algorithm()
   assert isinstance(algorithm, algorithms.SNFS) and algorithm.momentum == 0.8
   assert (algorithm.block_shape, algorithm.block_norm) == ((4, 1), 'l2')
   assert (algorithm.begin_step, algorithm.end_step, algorithm.window(1000)) == (10, 0.5, (10, 500))
+  assert algorithm.gradual and (algorithm.initial_sparsity, algorithm.prune_window(1000)) == (0.5, (10, 250))
   assert sparsity.prune_kwargs()['custom_sparsities'] == {'hidden_2': 0.3}
 
 

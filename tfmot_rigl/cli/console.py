@@ -59,10 +59,12 @@ task.sparsity.* (YAML or --params_override):
   drop_fraction       fraction of active connections replaced per update (0.3);  drop_fraction_anneal: cosine |
                       constant | exponential_k
   grow_init           zeros | random_normal | random_uniform | initial_dist (RigL also grad_scale, grad_sign)
-  initial_acc_scale   RigL: optimizer slots of new connections = this x gradient (0)
+  initial_acc_scale   RigL: momentum slot of new connections seeded downhill as if it had seen this x gradient (0)
   snfs_momentum       SNFS gradient momentum (0.9)
   block_shape         [b_in, b_out]: Dense/1x1-conv masks in blocks, e.g. [4,1] (TFLite runs them faster); [1,1]
                       unstructured;  block_norm: l1 | l2 (a block's drop score)
+  initial_sparsity    set/rigl/snfs: gradual (GraNet-style) pruning from this global sparsity to `sparsity`
+                      (null: off);  prune_end: step or fraction of training where the target is reached (0.375)
   seed                seeds the masks and every random draw of the updates
   total_steps         steps that fractional begin/end refer to (default: trainer.train_steps)
 A misspelt key or invalid value stops `tfm train` before anything is written. README.md ("Methods and knobs") and

@@ -35,12 +35,16 @@ class SparsityConfig(hyperparams.Config):
     drop_fraction_anneal: constant | cosine | exponential_k (e.g. exponential_3).
     grow_init: value of newly grown weights: zeros | random_normal | random_uniform | initial_dist, and for RigL
       grad_scale | grad_sign (optionally with a divisor, e.g. random_normal_2).
-    initial_acc_scale: RigL: new connections start with momentum initial_acc_scale · gradient (0 resets it).
+    initial_acc_scale: RigL: the momentum slot of a new connection starts as if it had seen initial_acc_scale · its
+      gradient, downhill for every optimizer (docs/semantics.md); 0 resets it.
     snfs_momentum: SNFS: momentum of the gradient moving average used as grow score.
     block_shape: [b_in, b_out]: masks of Dense kernels (and 1×1 convs) constant over blocks of b_in consecutive
       inputs by b_out outputs, e.g. [4, 1], which TFLite runs block-sparse; sparsities count blocks. [1, 1] is
       unstructured. Other kernels stay unstructured.
     block_norm: a block's drop score: l1 (sum of |w|) or l2 (Euclidean norm).
+    initial_sparsity: set, rigl, snfs: gradual (GraNet-style) pruning from the distribution at this global sparsity
+      to `sparsity` on a cubic schedule by `prune_end`, drop/grow going on; None (default) is off.
+    prune_end: when gradual pruning reaches `sparsity`: a step (int) or a fraction of total_steps (float).
     seed: seed of the whole run: the initial masks and every random draw of the mask updates, and in `tfm train`
       also the weight initialisation and the training data order (unless task.train_data.seed is set).
     total_steps: number of training steps fractional begin/end refer to; None means trainer.train_steps (filled in
@@ -64,6 +68,8 @@ class SparsityConfig(hyperparams.Config):
   snfs_momentum: float = 0.9
   block_shape: List[int] = dataclasses.field(default_factory=lambda: [1, 1])
   block_norm: str = 'l1'
+  initial_sparsity: Optional[float] = None
+  prune_end: Union[int, float] = 0.375
   seed: int = 0
   total_steps: Optional[int] = None
 
@@ -87,7 +93,8 @@ class SparsityConfig(hyperparams.Config):
         self.method, update_frequency=self.update_frequency, begin_step=self.begin_step, end_step=self.end_step,
         drop_fraction=self.drop_fraction, drop_fraction_anneal=self.drop_fraction_anneal, grow_init=self.grow_init,
         initial_acc_scale=self.initial_acc_scale, momentum=self.snfs_momentum,
-        block_shape=tuple(_as_list(self.block_shape, 'block_shape')), block_norm=self.block_norm)
+        block_shape=tuple(_as_list(self.block_shape, 'block_shape')), block_norm=self.block_norm,
+        initial_sparsity=self.initial_sparsity, prune_end=self.prune_end)
 
   def prune_kwargs(self) -> dict:
     """Keyword arguments of `tfmot_rigl.prune_sparse` (all but the model and the algorithm)."""
@@ -112,7 +119,7 @@ class SparsityConfig(hyperparams.Config):
     for name, value in self.custom_sparsity_map().items():
       distributions.check_sparsity(value, f'task.sparsity.custom_sparsities[{name}]')
     _as_list(self.exclude, 'exclude')
-    for what in ('begin_step', 'end_step'):
+    for what in ('begin_step', 'end_step', 'prune_end'):
       value = getattr(self, what)
       if not _is_number(value) or value < 0 or (isinstance(value, float) and value > 1 and not value.is_integer()):
         raise ValueError(f'task.sparsity.{what}={value!r} must be a step number (int) or a fraction of training '
@@ -122,8 +129,13 @@ class SparsityConfig(hyperparams.Config):
       raise ValueError(f'task.sparsity.total_steps={self.total_steps!r} must be a positive int or null.')
     try:
       algorithm = self.algorithm()
-      if self.total_steps or not any(isinstance(v, float) for v in (self.begin_step, self.end_step)):
+      fractions = [v for v in (self.begin_step, self.end_step, self.prune_end if algorithm.gradual else 0)
+                   if isinstance(v, float)]
+      if self.total_steps or not fractions:
         algorithm.window(self.total_steps)
+      if algorithm.gradual and self.initial_sparsity > self.sparsity:
+        raise ValueError(f'initial_sparsity={self.initial_sparsity} is above sparsity={self.sparsity}; gradual '
+                         'pruning starts denser than the target: choose initial_sparsity <= sparsity.')
     except ValueError as error:
       raise ValueError(f'task.sparsity: {error}') from None
 
