@@ -55,7 +55,8 @@ def test_every_sparsity_field_can_be_overridden_from_a_string():
       'task.sparsity.end_step=0.5,task.sparsity.drop_fraction=0.2,task.sparsity.drop_fraction_anneal=exponential_3,'
       'task.sparsity.grow_init=random_normal,task.sparsity.initial_acc_scale=0.1,task.sparsity.snfs_momentum=0.8,'
       'task.sparsity.seed=7,task.sparsity.total_steps=1000,task.sparsity.block_shape=[4,1],'
-      'task.sparsity.block_norm=l2,task.sparsity.initial_sparsity=0.5,task.sparsity.prune_end=0.25'), is_strict=True)
+      'task.sparsity.block_norm=l2,task.sparsity.initial_sparsity=0.5,task.sparsity.prune_end=0.25,'
+      'task.sparsity.initial_mask=magnitude'), is_strict=True)
   params.validate()
   sparsity = params.task.sparsity
   assert sparsity.as_dict() == {
@@ -64,7 +65,7 @@ def test_every_sparsity_field_can_be_overridden_from_a_string():
       'update_frequency': 50, 'begin_step': 10, 'end_step': 0.5, 'drop_fraction': 0.2,
       'drop_fraction_anneal': 'exponential_3', 'grow_init': 'random_normal', 'initial_acc_scale': 0.1,
       'snfs_momentum': 0.8, 'block_shape': [4, 1], 'block_norm': 'l2', 'initial_sparsity': 0.5, 'prune_end': 0.25,
-      'seed': 7, 'total_steps': 1000}
+      'initial_mask': 'magnitude', 'seed': 7, 'total_steps': 1000}
   algorithm = sparsity.algorithm()
   assert isinstance(algorithm, algorithms.SNFS) and algorithm.momentum == 0.8
   assert (algorithm.block_shape, algorithm.block_norm) == ((4, 1), 'l2')

@@ -198,15 +198,22 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
       return blocks.expand(grid, self.block_shape, shape)
     return mask_math.random_mask(shape, sparsity, seed)
 
-  def keep_largest(self, scores, sparsity: float, seed) -> tf.Tensor:
-    """A one-shot float mask keeping the largest `scores` at `sparsity` (SNIP): per block, summed, in blocks."""
+  def keep_largest(self, scores, sparsity: float, seed, norm: str = "l1") -> tf.Tensor:
+    """A one-shot float mask keeping the largest `scores` at `sparsity` (SNIP): per block, by `norm`, in blocks."""
     shape = scores.shape
     if self.in_blocks(shape):
       grid = blocks.grid_shape(shape, self.block_shape)
       keep = distributions.nonzeros(grid[0] * grid[1], sparsity)
-      kept = mask_math.top_k_mask(blocks.reduce_blocks(scores, self.block_shape), keep, seed)
+      kept = mask_math.top_k_mask(blocks.reduce_blocks(scores, self.block_shape, norm), keep, seed)
       return blocks.expand(kept, self.block_shape, shape)
     return mask_math.top_k_mask(scores, distributions.nonzeros(shape.num_elements(), sparsity), seed)
+
+  def magnitude_mask(self, weight, sparsity: float, seed) -> tf.Tensor:
+    """Mask keeping the largest |W| at `sparsity` (initial_mask='magnitude'); in blocks, the largest `block_norm`.
+
+    The scores a drop step ranks active connections by, so a pretrained layer loses its smallest weights only.
+    """
+    return self.keep_largest(tf.abs(tf.cast(weight, tf.float32)), sparsity, seed, norm=self.block_norm)
 
   def state_names(self):
     """Names of per-layer state tensors (kernel-shaped) this algorithm keeps; created by the Keras wrapper."""

@@ -17,6 +17,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 from tfmot_rigl import algorithms
 from tfmot_rigl.core import distributions
 from tfmot_rigl.keras import gradual as gradual_start
+from tfmot_rigl.keras import initial_masks
 from tfmot_rigl.keras import subclassed
 from tfmot_rigl.keras import training_steps
 from tfmot_rigl.keras.log import logger
@@ -192,20 +193,23 @@ def _layer_seed_index(layer) -> int:
 
 
 def _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_index, weight_sparsities=None,
-                  gradual=None):
+                  gradual=None, initial_mask="random"):
   """The pruning wrapper of one layer: TFMOT's own for Magnitude, ours for the sparse-from-scratch methods.
   `gradual`: (layer's initial sparsity, prune_end, initial weight sparsities or None) for gradual pruning."""
   initial_sparsity, prune_end, initial_weight_sparsities = gradual or (None, 0, None)
   pending = {what: value for what, value in (("begin_step", begin), ("end_step", end), ("prune_end", prune_end))
              if isinstance(value, training_steps.PendingStep)}
   if algorithm.name == "magnitude":
+    # From a magnitude or checkpoint mask, the schedule holds the final sparsity (TFMOT re-selects by magnitude).
     schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=layer_sparsity, begin_step=0 if "begin_step" in pending else begin,
+        initial_sparsity=0.0 if initial_mask == "random" else layer_sparsity, final_sparsity=layer_sparsity,
+        begin_step=0 if "begin_step" in pending else begin,
         end_step=1 if "end_step" in pending else end, power=algorithm.power, frequency=algorithm.update_frequency)
     # TFMOT's block pruning takes 2-D kernels only: Dense layers get the blocks, others stay unstructured.
     block_size = algorithm.block_shape if isinstance(layer, keras.layers.Dense) else (1, 1)
     wrapper = pruning_wrapper.PruneLowMagnitude(layer, pruning_schedule=schedule, block_size=block_size,
                                                 block_pooling_type="AVG")
+    initial_masks.mark(wrapper, initial_mask)
   else:
     schedule = SparseSchedule(layer_sparsity, begin_step=0 if "begin_step" in pending else begin,
                               end_step=0 if pending else end, update_frequency=algorithm.update_frequency,
@@ -213,16 +217,16 @@ def _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_inde
                               drop_fraction_anneal=algorithm.drop_fraction_anneal, initial_sparsity=initial_sparsity,
                               prune_end=0 if pending else prune_end)
     wrapper = SparseWrapper(layer, schedule, algorithm=algorithm, seed=seed, layer_index=layer_index,
-                            weight_sparsities=weight_sparsities, initial_weight_sparsities=initial_weight_sparsities)
+                            weight_sparsities=weight_sparsities, initial_weight_sparsities=initial_weight_sparsities,
+                            initial_mask=initial_mask)
   for what, value in pending.items():  # resolved by fit (training_steps.resolve_in_fit) or an error saying what to do
     setattr(schedule, what, value)
   return wrapper
 
 
 def _start(wrappers):
+  initial_masks.reset_masks(wrappers)  # masks from the weights the layers hold (magnitude), weights masked
   for wrapper in wrappers:
-    for weight, mask, _ in wrapper.pruning_vars:
-      weight.assign(weight * tf.cast(mask, weight.dtype))
     # TFMOT's wrapper counts steps from -1 and asserts >= 1 after its first increment; start it where its
     # UpdatePruningStep callback would (the optimizer's step), so neither fit nor custom loops need that callback.
     wrapper.pruning_step.assign(0)
@@ -231,7 +235,8 @@ def _start(wrappers):
 def prune_sparse(to_prune, algorithm=None, sparsity: float = 0.9, distribution: str = "erk",
                  erk_power_scale: float = 1.0, custom_sparsities: Optional[Mapping[str, float]] = None,
                  exclude: Sequence[str] = (), first_layer_dense: Optional[bool] = None,
-                 sparsify_depthwise: bool = False, seed: int = 0, total_steps: Optional[int] = None):
+                 sparsify_depthwise: bool = False, seed: int = 0, total_steps: Optional[int] = None,
+                 initial_mask: str = "random"):
   """`model` (or one layer) set up for sparse training with `algorithm`, as TFMOT's `prune_low_magnitude` does.
 
   Each sparsifiable layer with non-zero sparsity is wrapped: in `SparseWrapper` (a TFMOT `PruneLowMagnitude`) for the
@@ -256,11 +261,14 @@ def prune_sparse(to_prune, algorithm=None, sparsity: float = 0.9, distribution: 
     total_steps: training steps that fractional begin_step/end_step (end_step defaults to 0.75) refer to. Not
       needed with `model.fit`, which resolves them from epochs × steps per epoch when it starts; custom training
       loops pass it.
+    initial_mask: "random" (the paper's start), "magnitude" (each layer keeps its largest |W|, for pretrained weights,
+      which are kept) or "checkpoint" (masks of `tfmot_rigl.load_pretrained`); see keras/initial_masks.py.
   """
   check_tf_keras(to_prune)
   algorithm = _as_algorithm(algorithm)
+  initial_masks.check_initial_mask(initial_mask, algorithm)
   if not isinstance(to_prune, keras.Model):
-    return _prune_layer(to_prune, algorithm, sparsity, sparsify_depthwise, seed, total_steps)
+    return _prune_layer(to_prune, algorithm, sparsity, sparsify_depthwise, seed, total_steps, initial_mask)
   model = to_prune
   sparsities = model_sparsities(model, sparsity, distribution, erk_power_scale, custom_sparsities, exclude,
                                 first_layer_dense, sparsify_depthwise)
@@ -295,7 +303,7 @@ def prune_sparse(to_prune, algorithm=None, sparsity: float = 0.9, distribution: 
       original, layer = layer, SparsifiableDepthwiseConv2D.from_config(layer.get_config())
       replaced.append((original, layer))
     return _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_index[layer.name],
-                         weight_sparsities if len(weight_sparsities) > 1 else None, gradual)
+                         weight_sparsities if len(weight_sparsities) > 1 else None, gradual, initial_mask)
 
   if _is_graph_model(model):
     sparse_model = keras.models.clone_model(model, input_tensors=None, clone_function=wrap)
@@ -337,7 +345,7 @@ def _can_sparsify(layer, sparsify_depthwise) -> bool:
   return prune_registry.PruneRegistry.supports(layer) and bool(prune_registry.PruneRegistry._weight_names(layer))
 
 
-def _prune_layer(layer, algorithm, sparsity, sparsify_depthwise, seed, total_steps):
+def _prune_layer(layer, algorithm, sparsity, sparsify_depthwise, seed, total_steps, initial_mask="random"):
   """One layer wrapped at `sparsity`, like `prune_low_magnitude(layer)`; the model built from it trains as usual."""
   if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
     raise ValueError(f"Layer {layer.name!r} is already wrapped for pruning; pass the original layer.")
@@ -358,7 +366,7 @@ def _prune_layer(layer, algorithm, sparsity, sparsify_depthwise, seed, total_ste
                                        training_steps.prune_end_or_pending(algorithm, total_steps))
              if algorithm.gradual else None)
   wrapper = _make_wrapper(layer, algorithm, float(sparsity), begin, end, seed, _layer_seed_index(layer),
-                          gradual=gradual)
+                          gradual=gradual, initial_mask=initial_mask)
   if layer.built:
     wrapper.build(None)
     _start([wrapper])

@@ -20,6 +20,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 from tfmot_rigl import algorithms
 from tfmot_rigl.core import blocks
 from tfmot_rigl.core import masks as mask_math
+from tfmot_rigl.keras import initial_masks
 from tfmot_rigl.keras.schedule import SparseSchedule
 
 
@@ -35,10 +36,11 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
     weight_sparsities: one sparsity per prunable weight, for layers with several (e.g. a residual block made
       prunable as a whole); by default every weight has the schedule's sparsity.
     initial_weight_sparsities: the same at the start of gradual pruning (the schedule's `initial_sparsity`).
+    initial_mask: where the first masks come from: random | magnitude | checkpoint (see `initial_masks`).
   """
 
   def __init__(self, layer, pruning_schedule: SparseSchedule, algorithm=None, seed: int = 0, layer_index: int = 0,
-               weight_sparsities=None, initial_weight_sparsities=None, **kwargs):
+               weight_sparsities=None, initial_weight_sparsities=None, initial_mask: str = "random", **kwargs):
     # Compute in the wrapped layer's dtype policy (mixed_float16/bfloat16 included): the wrapper's __call__ is what
     # casts inputs and reads AutoCastVariables in the compute dtype, since it calls the layer's `call` directly.
     kwargs.setdefault("dtype", layer.dtype_policy)
@@ -49,6 +51,7 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
     self.algorithm = algorithms.deserialize(algorithm) if algorithm is not None else algorithms.RigL()
     self.seed = int(seed)
     self.layer_index = int(layer_index)
+    self.initial_mask = initial_masks.check_initial_mask(initial_mask, self.algorithm)
     self.state = []  # per prunable weight: {state name: variable}
     self.initial_weights = []
     self._optimizer_ref = None  # set by wrap_optimizer; a weak reference, so the layer does not track it
@@ -113,8 +116,7 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
         self.initial_weights.append(initial_weight)
       if self.algorithm.in_blocks(weight.shape):  # blocks must tile the kernel: say which layer they do not
         blocks.grid_shape(weight.shape, self.algorithm.block_shape, name=self.layer.name)
-      initial = tf.cast(self.algorithm.initial_mask(weight.shape, self.initial_sparsity_of(index),
-                                                       self.layer_seed(-1, index)), mask.dtype)
+      initial = tf.cast(initial_masks.first_mask(self, index, weight), mask.dtype)
       mask.assign(initial)
       weight.assign(weight * tf.cast(initial, weight.dtype))
       self.state.append({
@@ -137,7 +139,7 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
   def get_config(self):
     config = super().get_config()
     config.update(algorithm=algorithms.serialize(self.algorithm), seed=self.seed, layer_index=self.layer_index,
-                  weight_sparsities=self.weight_sparsities)
+                  weight_sparsities=self.weight_sparsities, initial_mask=self.initial_mask)
     if self.initial_weight_sparsities is not None:
       config["initial_weight_sparsities"] = self.initial_weight_sparsities
     return config

@@ -10,6 +10,7 @@ from official.modeling import hyperparams
 
 from tfmot_rigl import algorithms
 from tfmot_rigl.core import distributions
+from tfmot_rigl.keras import initial_masks
 
 METHODS = algorithms.algorithm_names()  # dense, static, set, rigl, snfs, snip, magnitude
 
@@ -45,6 +46,9 @@ class SparsityConfig(hyperparams.Config):
     initial_sparsity: set, rigl, snfs: gradual (GraNet-style) pruning from the distribution at this global sparsity
       to `sparsity` on a cubic schedule by `prune_end`, drop/grow going on; None (default) is off.
     prune_end: when gradual pruning reaches `sparsity`: a step (int) or a fraction of total_steps (float).
+    initial_mask: where the first masks come from: random (the paper's start; SNIP and magnitude start dense) |
+      magnitude (each layer keeps its largest |W|: the start for a pretrained task.init_checkpoint) | checkpoint
+      (the masks of task.init_checkpoint). See docs/semantics.md, "Initial masks".
     seed: seed of the whole run: the initial masks and every random draw of the mask updates, and in `tfm train`
       also the weight initialisation and the training data order (unless task.train_data.seed is set).
     total_steps: number of training steps fractional begin/end refer to; None means trainer.train_steps (filled in
@@ -70,6 +74,7 @@ class SparsityConfig(hyperparams.Config):
   block_norm: str = 'l1'
   initial_sparsity: Optional[float] = None
   prune_end: Union[int, float] = 0.375
+  initial_mask: str = 'random'
   seed: int = 0
   total_steps: Optional[int] = None
 
@@ -101,7 +106,7 @@ class SparsityConfig(hyperparams.Config):
     return dict(sparsity=self.sparsity, distribution=self.distribution, erk_power_scale=self.erk_power_scale,
                 custom_sparsities=self.custom_sparsity_map() or None, exclude=tuple(self.exclude),
                 first_layer_dense=self.first_layer_dense, sparsify_depthwise=self.sparsify_depthwise,
-                seed=self.seed, total_steps=self.total_steps)
+                seed=self.seed, total_steps=self.total_steps, initial_mask=self.initial_mask)
 
   def validate(self):
     """Raises ValueError with one sentence naming the bad field and what to use instead."""
@@ -129,6 +134,7 @@ class SparsityConfig(hyperparams.Config):
       raise ValueError(f'task.sparsity.total_steps={self.total_steps!r} must be a positive int or null.')
     try:
       algorithm = self.algorithm()
+      initial_masks.check_initial_mask(self.initial_mask, algorithm)
       fractions = [v for v in (self.begin_step, self.end_step, self.prune_end if algorithm.gradual else 0)
                    if isinstance(v, float)]
       if self.total_steps or not fractions:

@@ -1,0 +1,114 @@
+"""Where the first masks come from (`initial_mask`): random, by the pretrained weights' magnitude, or a checkpoint.
+
+  * random (default): the paper's from-scratch start — static, SET, RigL and SNFS draw uniformly random masks at each
+    layer's sparsity; SNIP starts dense until its one shot and gradual magnitude pruning starts dense (TFMOT).
+  * magnitude: each layer keeps its largest |W| at its sparsity (in blocks: the blocks of largest `block_norm`), the
+    start that does not destroy a pretrained model. Gradual magnitude pruning then starts at its final sparsity
+    (its PolynomialDecay held there) instead of dense.
+  * checkpoint: the masks the init checkpoint holds (`tfmot_rigl.keras.pretrained.load_pretrained`, or
+    `task.init_checkpoint` in Model Garden), which must have each layer's sparsity.
+Masks are set again, and the weights multiplied by them, whenever weights are loaded into the model afterwards
+(`reset_masks`), so a mask always describes the weights the model trains from.
+"""
+import zlib
+
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+from tfmot_rigl.core import distributions
+from tfmot_rigl.core import masks as mask_math
+
+INITIAL_MASKS = ("random", "magnitude", "checkpoint")
+_ATTRIBUTE = "_tfmot_rigl_initial_mask"  # on TFMOT's own wrappers (magnitude), which have no such constructor knob
+
+
+def check_initial_mask(initial_mask: str, algorithm) -> str:
+  """`initial_mask` if valid for `algorithm`, else a ValueError naming what to use."""
+  if initial_mask not in INITIAL_MASKS:
+    raise ValueError(f"initial_mask={initial_mask!r} is unknown; use one of {', '.join(INITIAL_MASKS)}.")
+  if initial_mask != "random" and algorithm.name == "snip":
+    raise ValueError(f"initial_mask={initial_mask!r} does not apply to SNIP, which chooses its masks by its one shot "
+                     "(|g·W| on the first batch, from the weights it starts with); leave initial_mask=random, or "
+                     "use static with initial_mask=magnitude.")
+  return initial_mask
+
+
+def mark(wrapper, initial_mask: str) -> None:
+  """Records on a TFMOT wrapper where its first mask comes from (SparseWrapper keeps it in its config)."""
+  object.__setattr__(wrapper, _ATTRIBUTE, initial_mask)
+
+
+def initial_mask_of(wrapper) -> str:
+  return getattr(wrapper, "initial_mask", None) or getattr(wrapper, _ATTRIBUTE, "random")
+
+
+def _target(wrapper, index: int) -> float:
+  """The sparsity the index-th weight starts training at (gradual pruning: its initial sparsity)."""
+  if hasattr(wrapper, "initial_sparsity_of"):
+    return wrapper.initial_sparsity_of(index)
+  return float(wrapper.pruning_schedule.final_sparsity)
+
+
+def _seed(wrapper, index: int):
+  if hasattr(wrapper, "layer_seed"):
+    return wrapper.layer_seed(-1, index)
+  return mask_math.stateless_seed(zlib.crc32(wrapper.layer.name.encode()) % (1 << 16), index, -1)
+
+
+def _algorithm(wrapper):
+  if hasattr(wrapper, "algorithm"):
+    return wrapper.algorithm
+  from tfmot_rigl import algorithms  # TFMOT's wrapper: its block_size is the algorithm's block_shape (Dense only)
+  return algorithms.Magnitude(block_shape=tuple(wrapper.block_size))
+
+
+def first_mask(wrapper, index: int, weight) -> tf.Tensor:
+  """The float mask of the index-th prunable weight of `wrapper` before training (the checkpoint's: random until
+  loaded)."""
+  algorithm, sparsity, seed = _algorithm(wrapper), _target(wrapper, index), _seed(wrapper, index)
+  if initial_mask_of(wrapper) == "magnitude":
+    return algorithm.magnitude_mask(weight, sparsity, seed)
+  if not isinstance(wrapper, pruning_wrapper.PruneLowMagnitude) or hasattr(wrapper, "algorithm"):
+    return tf.cast(algorithm.initial_mask(weight.shape, sparsity, seed), tf.float32)
+  return tf.ones(weight.shape, tf.float32)  # TFMOT's gradual pruning starts dense
+
+
+def _variable(weight):
+  return getattr(weight, "_variable", weight)  # the float32 variable under an AutoCastVariable
+
+
+def reset_masks(wrappers, masks=None) -> None:
+  """Sets every wrapper's masks from its `initial_mask` and the weights it holds now, and masks those weights.
+
+  Args:
+    wrappers: pruning wrappers (SparseWrapper or TFMOT's), built.
+    masks: {id(mask variable): array} for initial_mask='checkpoint' (see `check_checkpoint_masks`).
+  """
+  for wrapper in wrappers:
+    kind = initial_mask_of(wrapper)
+    if kind == "random" and not hasattr(wrapper, "algorithm"):
+      continue  # TFMOT's gradual pruning: dense start, masks all ones
+    for index, (weight, mask, _) in enumerate(wrapper.pruning_vars):
+      weight = _variable(weight)
+      if index < len(getattr(wrapper, "initial_weights", [])):
+        wrapper.initial_weights[index].assign(weight)  # grow_init=initial_dist draws from the loaded weights
+      if kind == "checkpoint" and masks is not None:
+        value = tf.cast(masks[id(mask)] != 0, mask.dtype)
+      elif kind == "random":
+        value = mask  # the seeded random mask drawn at build: independent of the weights
+      else:
+        value = first_mask(wrapper, index, weight)
+      mask.assign(tf.cast(value, mask.dtype))
+      weight.assign(weight * tf.cast(mask, weight.dtype))
+
+
+def check_checkpoint_masks(wrapper, index: int, value, name: str) -> None:
+  """A checkpoint mask must have the layer's sparsity (up to TFMOT's rounding); ValueError naming it otherwise."""
+  size = int(tf.size(value))
+  zeros = size - int(tf.math.count_nonzero(value))
+  sparsity = _target(wrapper, index)
+  expected = size - distributions.nonzeros(size, sparsity)
+  if abs(zeros - expected) > max(1, size // 1000):
+    raise ValueError(f"the init checkpoint's mask for {name} has sparsity {zeros / size:.4f} ({zeros} of {size} "
+                     f"zeros), this model's layer {sparsity:.4f}; use a checkpoint trained at this sparsity and "
+                     "distribution, or initial_mask=magnitude.")
