@@ -74,12 +74,13 @@ def mobilenet_v2_layers(num_classes: int = 1000) -> List[Tuple[str, Tuple[int, .
   return layers
 
 
-def write_reference_checkpoint(prefix: str, layers, sparsity: Callable[[str, Tuple[int, ...]], Optional[float]],
-                               seed: int = 0, extra: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
-  """Writes `layers` as a reference checkpoint at `prefix`; returns {name: value} of everything written.
+def reference_values(layers, sparsity: Callable[[str, Tuple[int, ...]], Optional[float]],
+                     seed: int = 0) -> Dict[str, np.ndarray]:
+  """{name: value} of `layers` as the reference stores them, random, with training state (global_step, Momentum).
 
   `sparsity(scope, shape)` gives a layer's mask sparsity, or None for an unmasked layer (plain tf.layers: `kernel`,
-  depthwise: `depthwise_weights`). Training state as the reference saves it (global_step, Momentum slots) is added.
+  depthwise: `depthwise_weights`). Batch-norm scales are drawn wide (1 to 4) so that a ReLU6 in place of the
+  reference's ReLU clips some activations once `calibrate_batch_norms` has set the statistics.
   """
   rng = np.random.default_rng(seed)
   values: Dict[str, np.ndarray] = {'global_step': np.array(32000, dtype=np.int64)}
@@ -104,14 +105,52 @@ def write_reference_checkpoint(prefix: str, layers, sparsity: Callable[[str, Tup
           rng.standard_normal(shape[-1:]) * 0.1).astype(np.float32)
     if bn:
       channels = shape[-2] if depthwise else shape[-1]
-      values[f'{bn}/gamma'] = rng.uniform(0.5, 1.5, channels).astype(np.float32)
-      values[f'{bn}/beta'] = (rng.standard_normal(channels) * 0.1).astype(np.float32)
+      values[f'{bn}/gamma'] = rng.uniform(GAMMA_RANGE[0], GAMMA_RANGE[1], channels).astype(np.float32)
+      values[f'{bn}/beta'] = (rng.standard_normal(channels) * BETA_SCALE).astype(np.float32)
       values[f'{bn}/moving_mean'] = (rng.standard_normal(channels) * 0.1).astype(np.float32)
       values[f'{bn}/moving_variance'] = rng.uniform(0.5, 1.5, channels).astype(np.float32)
-  values.update(extra or {})
+  return values
+
+
+GAMMA_RANGE = (1.0, 4.0)
+BETA_SCALE = 0.5
+
+
+class Calibration(dict):
+  """Checkpoint values whose batch-norm statistics the forward pass sets from the activations it normalises."""
+
+
+def calibrate_batch_norms(values: Dict[str, np.ndarray], forward: Callable, images: np.ndarray) -> None:
+  """Sets every batch norm's moving mean and variance to the statistics of its input on `images`.
+
+  Random masked weights shrink the activations layer by layer (a 75 % mask keeps a quarter of the variance), so with
+  arbitrary statistics they die out and every image gets the same logits; calibrated, every batch norm hands on
+  activations of scale gamma, as a trained network's do, and padding or activation differences reach the logits.
+  """
+  calibration = Calibration(values)
+  forward(images, calibration)
+  values.update(calibration)
+
+
+def save_checkpoint(prefix: str, values: Dict[str, np.ndarray]) -> None:
+  """Writes `values` with the TF1 name-based SaveV2 op, as the reference's saver does."""
   names = sorted(values)
   tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[''] * len(names),
                     tensors=[tf.constant(values[name]) for name in names])
+
+
+def write_reference_checkpoint(prefix: str, layers, sparsity: Callable[[str, Tuple[int, ...]], Optional[float]],
+                               seed: int = 0, extra: Optional[Dict[str, np.ndarray]] = None,
+                               calibration: Optional[Tuple[Callable, np.ndarray]] = None) -> Dict[str, np.ndarray]:
+  """Writes `layers` as a reference checkpoint at `prefix`; returns {name: value} of everything written.
+
+  `calibration` = (forward function, images): batch-norm statistics calibrated on those images (live activations).
+  """
+  values = reference_values(layers, sparsity, seed)
+  if calibration is not None:
+    calibrate_batch_norms(values, *calibration)
+  values.update(extra or {})
+  save_checkpoint(prefix, values)
   return values
 
 
@@ -134,6 +173,9 @@ def conv2d_fixed_padding(x, values, scope, stride):
 
 
 def batch_norm(x, values, bn, relu=True):
+  if isinstance(values, Calibration):
+    mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+    values[f'{bn}/moving_mean'], values[f'{bn}/moving_variance'] = mean.numpy(), variance.numpy()
   scale = values[f'{bn}/gamma'] / np.sqrt(values[f'{bn}/moving_variance'] + BN_EPSILON)
   x = (x - values[f'{bn}/moving_mean']) * scale + values[f'{bn}/beta']
   return tf.nn.relu(x) if relu else x

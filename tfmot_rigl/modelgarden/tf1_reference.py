@@ -19,6 +19,19 @@ from typing import Iterator
 
 import tensorflow as tf
 import tf_keras as keras
+from official.modeling import activations as mg_activations
+
+
+# The 2-D convolutions Keras pads: in tf_keras 2.20 DepthwiseConv2D and SeparableConv2D are not Conv2D subclasses
+# (they share only the private base `Conv`), so each is named.
+_CONVOLUTIONS_2D = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+# ReLU6 as the MobileNet layers hold it: `tf.nn.relu6` in Activation layers, Model Garden's own `relu6` function where
+# a block calls `tf_utils.get_activation('relu6')` (MobileNet-v1's DepthwiseSeparableConvBlock).
+_RELU6 = (tf.nn.relu6, mg_activations.relu6)
+
+
+def _is_relu6(function) -> bool:
+  return any(function is relu6 for relu6 in _RELU6)
 
 
 def _all_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
@@ -50,16 +63,15 @@ def match_tf1_reference(model: keras.Model, relu_activations: bool = False) -> i
   """Gives `model` the reference's padding (and ReLU for ReLU6 if `relu_activations`); returns the layers changed."""
   changed = 0
   for layer in _all_layers(model):
-    # Conv2D covers DepthwiseConv2D and SeparableConv2D (subclasses).
-    if isinstance(layer, keras.layers.Conv2D) and layer.padding == 'same' and max(layer.strides) > 1:
+    if isinstance(layer, _CONVOLUTIONS_2D) and layer.padding == 'same' and max(layer.strides) > 1:
       if layer.kernel_size[0] != layer.kernel_size[1] or layer.data_format != 'channels_last':
         raise ValueError(f'{layer.name}: only square kernels on NHWC inputs have the reference\'s fixed padding.')
       _pad_then_call(layer, fixed_padding(layer.kernel_size[0], layer.dilation_rate[0]))
       changed += 1
-    elif relu_activations and isinstance(layer, keras.layers.Activation) and layer.activation is tf.nn.relu6:
+    elif relu_activations and isinstance(layer, keras.layers.Activation) and _is_relu6(layer.activation):
       layer.activation = tf.nn.relu
       changed += 1
-    elif relu_activations and getattr(layer, '_activation_fn', None) is tf.nn.relu6:
+    elif relu_activations and _is_relu6(getattr(layer, '_activation_fn', None)):
       # Model Garden's DepthwiseSeparableConvBlock (MobileNet-v1) applies a function, not an Activation layer.
       layer._activation_fn = tf.nn.relu  # pylint: disable=protected-access
       changed += 1
