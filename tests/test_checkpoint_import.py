@@ -78,15 +78,19 @@ def readme_command(prefix: str):
   return shlex.split(line)
 
 
+def imported_params(experiment: str, model_dir: str, override: str = ''):
+  """The config `tfm report` / `tfm export` read from an imported model_dir (its params.yaml)."""
+  return export_cli.experiment_params(argparse.Namespace(
+      experiment=experiment, config_file=[], params_override=override, tpu='', tf_data_service='',
+      model_dir=model_dir))
+
+
 def load_imported(experiment: str, model_dir: str, match_reference: bool = True):
   """The imported model as `tfm report` / `tfm export` load it: params.yaml's config, weights from ckpt-0.
 
   `match_reference=False` builds it without the reference-matching patch (the negative control).
   """
-  override = '' if match_reference else 'task.model.match_tf1_reference=false'
-  flags = argparse.Namespace(experiment=experiment, config_file=[], params_override=override, tpu='',
-                             tf_data_service='', model_dir=model_dir)
-  params = export_cli.experiment_params(flags)
+  params = imported_params(experiment, model_dir, '' if match_reference else 'task.model.match_tf1_reference=false')
   assert params.task.model.match_tf1_reference == match_reference
   model, _ = saved_model.load_trained_model(params, model_dir)
   return model
@@ -133,7 +137,9 @@ def resnet(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def resnet_model(resnet):
-  return load_imported('resnet_rigl', resnet['model_dir'])
+  """The imported model as `tfm report` loads it, but built with `match_tf1_reference` off (one ResNet-50 build for
+  the negative control and the comparison: `test_outputs_equal_the_reference_forward_pass` turns the patch on)."""
+  return load_imported('resnet_rigl', resnet['model_dir'], match_reference=False)
 
 
 def test_every_reference_variable_is_mapped_and_printed(resnet):
@@ -185,15 +191,14 @@ def test_imported_kernels_and_masks_equal_the_source(resnet, resnet_model):
   assert checked_masks > 40
 
 
-@pytest.fixture(scope='module')
-def resnet_expected(resnet):
-  """The reference's stem, first block and logits on two images."""
+def test_outputs_equal_the_reference_forward_pass(resnet, resnet_model):
   image = _images(7, 224)
-  return image, reference.resnet50_forward(image, resnet['values'])
-
-
-def test_outputs_equal_the_reference_forward_pass(resnet_model, resnet_expected):
-  image, expected = resnet_expected
+  expected = reference.resnet50_forward(image, resnet['values'])
+  # Negative control: without the reference's padding the same comparison fails.
+  assert_fails_without_the_patch(resnet_model(image, training=False).numpy(), expected['logits'].numpy())
+  # The patch as the task applies it when params.yaml sets match_tf1_reference (as the import writes it).
+  assert imported_params('resnet_rigl', resnet['model_dir']).task.model.match_tf1_reference
+  assert tf1_reference.match_tf1_reference(resnet_model) == 4  # the 7x7 stem, the strided 3x3s (1x1 shortcuts: valid)
   # The backbone is a chain up to its first block: run its layers one by one to see the stem and block outputs.
   backbone = next(layer for layer in resnet_model.layers if isinstance(layer, keras.Model))
   x, stem_out = image, None
@@ -207,12 +212,6 @@ def test_outputs_equal_the_reference_forward_pass(resnet_model, resnet_expected)
   for name, output in (('stem', stem_out), ('block1', block_out)):
     assert relative_difference(output.numpy(), expected[name].numpy()) <= RELATIVE_TOLERANCE, name
   assert_computes_the_reference(resnet_model(image, training=False).numpy(), expected['logits'].numpy())
-
-
-def test_resnet_without_the_reference_patch_fails_the_comparison(resnet, resnet_expected):
-  image, expected = resnet_expected
-  model = load_imported('resnet_rigl', resnet['model_dir'], match_reference=False)
-  assert_fails_without_the_patch(model(image, training=False).numpy(), expected['logits'].numpy())
 
 
 def test_model_garden_padding_alone_would_differ_from_the_reference(resnet):
