@@ -28,6 +28,7 @@ from tfmot_rigl.cli import export as export_cli
 from tfmot_rigl.cli import main as tfm
 from tfmot_rigl.export import saved_model
 from tfmot_rigl.modelgarden import checkpoint_import
+from tfmot_rigl.modelgarden import reference_checkpoint
 from tfmot_rigl.modelgarden import tf1_reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -457,7 +458,7 @@ def test_unpruned_layers_are_found_under_either_reference_naming():
   inside `pruning_layers`' renaming scope (ResNet's stem when the first layer is not pruned)."""
   shapes = dict(_tf1_unpruned_names(), **{'resnet_model/contraction_1x1_0/kernel': [1, 1, 32, 64]})
   assert 'resnet_model/initial_conv/initial_conv/weights' in shapes
-  source = checkpoint_import._Source(reader=None, shapes=shapes)  # pylint: disable=protected-access
+  source = reference_checkpoint.SourceVariables(reader=None, shapes=shapes)
   assert source.find('resnet_model/initial_conv', ['weights', 'kernel']) == (
       'resnet_model/initial_conv/initial_conv/weights')
   assert source.find('resnet_model/final_dense', ['weights', 'kernel']) == (
