@@ -23,8 +23,9 @@ _EXPORTS = {
     "tfmot_rigl.algorithms": ["SET", "SNFS", "SNIP", "Dense", "Magnitude", "RigL", "SparseAlgorithm", "Static",
                               "algorithm_names", "make_algorithm"],
     "tfmot_rigl.core.distributions": ["layer_sparsities"],
-    "tfmot_rigl.keras": ["SparseSchedule", "SparseWrapper", "apply_snip", "load_model", "model_sparsities", "prune_sparse",
-                         "sparse_scope", "sparse_wrappers", "strip_sparse", "wrap_optimizer"],
+    "tfmot_rigl.keras": ["SparseSchedule", "SparseWrapper", "apply_snip", "load_model", "load_pretrained",
+                         "model_sparsities", "prune_sparse", "sparse_scope", "sparse_wrappers", "strip_sparse",
+                         "wrap_optimizer"],
     "tfmot_rigl.keras.accounting": ["describe_model", "report"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

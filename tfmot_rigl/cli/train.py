@@ -117,6 +117,12 @@ def run(flags_obj) -> None:
   run_checks.check_model_dir(model_dir)
   params = parse_experiment(flags_obj, mode)
   latest = _check_resume(params, model_dir, flags_obj.experiment)
+  if params.task.init_checkpoint and not latest and 'train' in mode:
+    from tfmot_rigl.keras import pretrained
+    try:
+      pretrained.checkpoint_path(params.task.init_checkpoint)  # a missing path: before the model is built
+    except ValueError as error:
+      raise UsageError(str(error)) from None
   for data in (params.task.train_data, params.task.validation_data):
     try:
       inputs.check_data(data, 'task.train_data' if data.is_training else 'task.validation_data')
@@ -144,6 +150,8 @@ def run(flags_obj) -> None:
           params, task, train='train' in mode, evaluate='eval' in mode,
           checkpoint_exporter=train_lib.maybe_create_best_ckpt_exporter(params, model_dir),
           trainer_cls=SparseTrainer)
+      if not latest and 'train' in mode:
+        task.check_init_checkpoint(trainer.model)  # a missing or unfitting task.init_checkpoint: refused here
     except ValueError as error:
       raise UsageError(_config_error(error)) from None
     if latest and not os.path.exists(os.path.join(model_dir, resume.PARAMS_FILE)):

@@ -25,6 +25,8 @@ from tensorflow_model_optimization.python.core.sparsity.keras import prunable_la
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
 
 from tfmot_rigl import keras as sparse_keras
+from tfmot_rigl.keras import pretrained
+from tfmot_rigl.keras.log import logger
 from tfmot_rigl.modelgarden import configs
 from tfmot_rigl.modelgarden import inputs
 from tfmot_rigl.modelgarden import resume
@@ -40,12 +42,17 @@ class SparseImageClassificationTask(image_classification.ImageClassificationTask
     super().__init__(params, logging_dir=logging_dir, name=name)
     # Set by build_model; create_optimizer needs it, and Model Garden's trainer calls the two in that order.
     self.sparse_model = None
+    self._init_plan = None  # what task.init_checkpoint loads, checked once (check_init_checkpoint)
+    self._initialized = False
 
   def build_model(self) -> keras.Model:
     """The stock classification model, sparsified as `task.sparsity` says."""
     model = super().build_model()
     sparsity = self.task_config.sparsity
     sparsity.validate()
+    if sparsity.initial_mask == 'checkpoint' and not self.task_config.init_checkpoint:
+      raise ValueError('task.sparsity.initial_mask=checkpoint takes the masks of task.init_checkpoint, which is '
+                       'not set; set it to a sparse run\'s model_dir, or use initial_mask=magnitude or random.')
     make_blocks_prunable(model, sparsify_depthwise=sparsity.sparsify_depthwise)
     sparse_model = sparse_keras.prune_sparse(model, algorithm=sparsity.algorithm(), **sparsity.prune_kwargs())
     if self.task_config.model.match_tf1_reference:
@@ -57,6 +64,44 @@ class SparseImageClassificationTask(image_classification.ImageClassificationTask
                  ', '.join(wrapper.layer.name for wrapper in wrappers))
     self.sparse_model = sparse_model
     return sparse_model
+
+  def check_init_checkpoint(self, model: keras.Model) -> Optional[pretrained.LoadPlan]:
+    """What `initialize` will load from `task.init_checkpoint`, checked without changing the model (None if unset).
+
+    Raises `pretrained.PretrainedError` (a ValueError, one line) for a missing path or a checkpoint that does not
+    fit: `tfm train` calls this before it writes anything to model_dir.
+    """
+    if not self.task_config.init_checkpoint:
+      return None
+    if self._init_plan is None:
+      modules = self.task_config.init_checkpoint_modules
+      backbone = _backbone_of(model)
+      roots = dict(model=model, **({'backbone': backbone} if backbone is not None else {}))
+      if modules == 'all':
+        required = None
+      elif modules == 'backbone' and backbone is not None:
+        required = backbone.weights
+      else:
+        raise pretrained.PretrainedError(f"task.init_checkpoint_modules={modules!r} is not supported; use 'all' or "
+                                         "'backbone'.")
+      self._init_plan = pretrained.plan_load(model, self.task_config.init_checkpoint, roots=roots,
+                                             required=required)
+    return self._init_plan
+
+  def initialize(self, model: keras.Model):
+    """Loads `task.init_checkpoint` (dense or sparse; `all` or `backbone`), then sets the first masks.
+
+    Model Garden's trainer calls this when model_dir holds no checkpoint yet (a restart restores its own instead).
+    Unlike the stock task's `tf.train.Checkpoint.read`, variables are paired across pruning wrappers (see
+    `tfmot_rigl.keras.pretrained`), so a dense checkpoint of the same network — a `method=dense` run, or what
+    Model Garden's stock `resnet_imagenet` / `mobilenet_imagenet` trainers write — initialises every method.
+    """
+    if self._initialized or not self.task_config.init_checkpoint:
+      return
+    plan = self.check_init_checkpoint(model)
+    pretrained.apply_plan(plan)
+    self._initialized = True
+    logger.info('%s', plan.line())
 
   def create_optimizer(self, optimizer_config, runtime_config=None, dp_config=None):
     """The stock optimizer, wrapped so that `apply_gradients` also updates the masks of the model just built."""
@@ -120,6 +165,14 @@ class SparseImageClassificationTask(image_classification.ImageClassificationTask
     if params.is_training and getattr(params, 'pad_and_crop', 0):
       dataset = dataset.map(inputs.random_pad_and_crop(params.pad_and_crop), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset
+
+
+def _backbone_of(model: keras.Model) -> Optional[keras.Model]:
+  """The backbone: the stock model's attribute, or the one nested model of its sparsified clone."""
+  if getattr(model, 'backbone', None) is not None:
+    return model.backbone
+  nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+  return nested[0] if len(nested) == 1 else None
 
 
 def _layer_kernels(layer: keras.layers.Layer, sparsify_depthwise: bool) -> List[tf.Variable]:
