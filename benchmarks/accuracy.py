@@ -3,7 +3,8 @@
 Recipe (issue 11): inputs /255, SGD momentum 0.9, learning rate 0.1 with cosine decay to 0, batch 128, 20 epochs of
 468 steps (the last partial batch of each epoch dropped), all three kernels sparsified, ΔT = 100, α = 0.3 with cosine
 anneal, updates end at 75% of training, new connections start at zero; magnitude pruning (TFMOT's PolynomialDecay)
-from 10% to 75% of training, every 100 steps. Layer sparsities follow ERK. Each seed seeds the initial weights, the
+from 10% to 75% of training, every 100 steps; rigl_gradual is that RigL with initial_sparsity 0.5 and prune_end at
+37.4% of training (step 3500 of 9360). Layer sparsities follow ERK. Each seed seeds the initial weights, the
 masks, the updates' randomness and the order of the training examples, so two runs with the same seed and code see
 the same data in the same order.
 
@@ -26,11 +27,19 @@ from tfmot_rigl.data import mnist  # noqa: E402
 
 BATCH_SIZE = 128
 STEPS_PER_EPOCH = 60000 // BATCH_SIZE  # 468: the last partial batch is dropped
-METHODS = ("dense", "static", "set", "snfs", "snip", "rigl", "magnitude")
+METHODS = ("dense", "static", "set", "snfs", "snip", "rigl", "magnitude", "rigl_gradual")
+# rigl_gradual (issue 19): RigL whose layers start at the ERK sparsities of 0.5 and are pruned on the cubic schedule
+# to their targets by 3500 of the 9360 steps (37.4% of training), drop/grow going on every ΔT.
+GRADUAL_START, GRADUAL_PRUNE_END = 0.5, 3500 / 9360
 KERNELS = ("fc1", "fc2", "logits")
 
 
 def algorithm_for(method, update_frequency, block_shape=(1, 1)):
+  if method == "rigl_gradual":
+    return tfmot_rigl.make_algorithm("rigl", update_frequency=update_frequency, begin_step=0, end_step=0.75,
+                                     drop_fraction=0.3, drop_fraction_anneal="cosine", grow_init="zeros",
+                                     block_shape=block_shape, initial_sparsity=GRADUAL_START,
+                                     prune_end=GRADUAL_PRUNE_END)
   if method == "magnitude":
     return tfmot_rigl.make_algorithm("magnitude", update_frequency=update_frequency, begin_step=0.1, end_step=0.75,
                                      block_shape=block_shape)
