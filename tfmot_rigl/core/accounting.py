@@ -25,17 +25,18 @@ Model size (counting.py `get_sparse_size`): a dense tensor costs 32 bits per ent
 nnz · 32 bits plus a 1-bit-per-entry bitmask. Biases (and folded batch norms) cost 32 bits per output channel, an
 unfolded batch norm 2 × 32 bits per channel (its inference scale and shift).
 
-Training FLOPs per example (backward = 2 × forward; f_S / f_D sparse / dense forward FLOPs), from the paper:
-static, SET and SNIP 3·f_S (SNIP adds one dense forward/backward batch for its one-shot scores); SNFS 2·f_S + f_D;
-RigL (3·f_S·ΔT + 2·f_S + f_D)/(ΔT + 1); dense 3·f_D; gradual magnitude pruning 3·f_D·(mean density over the
-schedule), computed exactly as the mean over steps of 3·f(t), f(t) being the forward FLOPs at step t's sparsity.
+Training FLOPs (the paper's per-method formulas, and the step-by-step sum of gradual pruning) are counted in
+core/training_flops.py; `build_report` puts them beside the inference counts.
 """
 import dataclasses
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfmot_rigl.core import schedule
+from tfmot_rigl.core import training_flops as _training
+# Training FLOPs live in core/training_flops.py; these names stay importable from here.
+from tfmot_rigl.core.training_flops import (TRAINING_METHODS, GradualPlan, magnitude_mean_pruned_fraction,  # noqa: F401
+                                            training_flops, training_flops_per_example)
 
 PARAM_BITS = 32
 
@@ -54,8 +55,6 @@ ACTIVATION_COSTS = {
     "sigmoid": (2, 1),
     "softmax": (0, 0),
 }
-
-TRAINING_METHODS = ("dense", "static", "set", "snip", "snfs", "rigl", "magnitude")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,88 +232,6 @@ def sparse_kernel_nonzeros(kernel_size: int, sparsity: float) -> int:
   return int(kernel_size - int(sparsity * kernel_size // 1))
 
 
-# --- training FLOPs -------------------------------------------------------------------------------------------------
-
-
-def magnitude_mean_pruned_fraction(steps: int, begin_step=0, end_step=0.75, frequency: int = 100,
-                                   power: int = 3) -> float:
-  """Mean over training steps 0..steps−1 of s(t)/s_final under TFMOT's PolynomialDecay from sparsity 0.
-
-  TFMOT re-thresholds masks only at steps begin + k·frequency within [begin, end]; at such a step p it sets
-  s_final·(1 − (1 − (p − begin)/(end − begin))^power) and that mask stays until the next pruning step. Before the
-  first pruning step the network is dense. Each layer follows this curve scaled by its own target, and forward
-  FLOPs are affine in every layer's density, so the mean forward FLOPs are exactly f_D + fraction·(f_S − f_D);
-  when FLOPs are proportional to density that is f_D·(mean density). `begin_step` / `end_step` may be fractions
-  of `steps`, as in the algorithms' windows.
-  """
-  if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps <= 0:
-    raise ValueError(f"steps={steps!r} must be a positive number of training steps.")
-  begin = schedule.resolve_step(begin_step, steps, "begin_step")
-  end = schedule.resolve_step(end_step, steps, "end_step")
-  schedule.check_window(begin, end, frequency)
-  prune_steps = np.arange(begin, min(end, steps - 1) + 1, frequency, dtype=np.float64)
-  if prune_steps.size == 0:
-    return 0.0  # pruning would start after the last step: dense throughout
-  if end > begin:
-    progress = np.clip((prune_steps - begin) / (end - begin), 0.0, 1.0)
-  else:
-    progress = np.ones_like(prune_steps)  # a one-step window prunes straight to the target
-  fraction = 1.0 - (1.0 - progress) ** power
-  held_for = np.diff(np.append(prune_steps, steps))  # steps each mask stays in use
-  return float(np.sum(fraction * held_for) / steps)
-
-
-def training_flops_per_example(method: str, f_sparse: float, f_dense: float, *, update_frequency: int = 100,
-                               steps: Optional[int] = None, begin_step=0, end_step=0.75, power: int = 3) -> float:
-  """Average training FLOPs of one example in one step (forward + backward), by the paper's formulas.
-
-  Args:
-    method: one of TRAINING_METHODS.
-    f_sparse: forward FLOPs of the sparse network (for magnitude pruning: at its final sparsity).
-    f_dense: forward FLOPs of the dense network.
-    update_frequency: RigL's ΔT; magnitude pruning's pruning frequency.
-    steps, begin_step, end_step, power: magnitude pruning's schedule (begin/end may be fractions of `steps`).
-  """
-  if method in ("static", "set", "snip"):
-    return 3.0 * f_sparse
-  if method == "snfs":
-    # SNFS needs the dense gradient at every step (for its momentum).
-    return 2.0 * f_sparse + f_dense
-  if method == "rigl":
-    # The dense gradient is needed only once every ΔT steps.
-    if isinstance(update_frequency, bool) or not isinstance(update_frequency, int) or update_frequency <= 0:
-      raise ValueError(f"update_frequency={update_frequency!r} must be a positive number of steps, e.g. 100.")
-    return (3.0 * f_sparse * update_frequency + 2.0 * f_sparse + f_dense) / (update_frequency + 1)
-  if method == "dense":
-    return 3.0 * f_dense
-  if method == "magnitude":
-    if steps is None:
-      raise ValueError("Magnitude pruning's training FLOPs depend on its schedule; pass steps (the training steps).")
-    fraction = magnitude_mean_pruned_fraction(steps, begin_step, end_step, update_frequency, power)
-    return 3.0 * (f_dense + fraction * (f_sparse - f_dense))
-  raise ValueError(f"Unknown training method {method!r}; use one of {', '.join(TRAINING_METHODS)}.")
-
-
-def training_flops(method: str, f_sparse: float, f_dense: float, steps: int, batch_size: int, *,
-                   multiplier: float = 1.0, update_frequency: int = 100, begin_step=0, end_step=0.75,
-                   power: int = 3) -> float:
-  """Total training FLOPs: per-example FLOPs × examples seen (steps · multiplier · batch_size).
-
-  `multiplier` is the paper's extended training (e.g. 5 for "5×"): it multiplies the steps; fractional begin/end
-  steps of magnitude pruning then refer to the extended run.
-  """
-  if steps is None or batch_size is None or steps <= 0 or batch_size <= 0 or multiplier <= 0:
-    raise ValueError(f"steps={steps!r}, batch_size={batch_size!r} and multiplier={multiplier!r} must all be > 0.")
-  total_steps = int(round(steps * multiplier))
-  per_example = training_flops_per_example(method, f_sparse, f_dense, update_frequency=update_frequency,
-                                           steps=total_steps, begin_step=begin_step, end_step=end_step, power=power)
-  total = per_example * total_steps * batch_size
-  if method == "snip":
-    # SNIP's one-shot scores |∂L/∂W ⊙ W|: one dense forward and backward pass over one batch, before training.
-    total += 3.0 * f_dense * batch_size
-  return total
-
-
 # --- report ---------------------------------------------------------------------------------------------------------
 
 
@@ -324,12 +241,14 @@ def _ratio(numerator, denominator):
 
 def build_report(ops: Sequence[LayerOp], *, method: Optional[str] = None, steps: Optional[int] = None,
                  batch_size: Optional[int] = None, multiplier: float = 1.0, update_frequency: int = 100,
-                 begin_step=0, end_step=0.75, power: int = 3, uncounted: Sequence[str] = ()) -> dict:
+                 begin_step=0, end_step=0.75, power: int = 3, uncounted: Sequence[str] = (),
+                 gradual: Optional[GradualPlan] = None) -> dict:
   """Per-layer rows, totals and ratios to the dense network, as a plain (JSON-ready) dict.
 
   {'layers': [row per op], 'totals': {...}, 'uncounted': [...], 'training': {...}}. The training section is there
   when `method`, `steps` and `batch_size` are all given; its ratio is to dense training for `steps` (1×), as the
-  paper's tables normalise extended runs. `uncounted` lists layers no counting rule covers.
+  paper's tables normalise extended runs. `uncounted` lists layers no counting rule covers. With `gradual` (a
+  gradual-pruning plan of set/rigl/snfs) training FLOPs are summed step by step over the density schedule.
   """
   given = [value is not None for value in (method, steps, batch_size)]
   if any(given) and not all(given):
@@ -365,15 +284,38 @@ def build_report(ops: Sequence[LayerOp], *, method: Optional[str] = None, steps:
   }
   if all(given):
     knobs = dict(update_frequency=update_frequency, begin_step=begin_step, end_step=end_step, power=power)
-    total = training_flops(method, f_sparse, f_dense, steps, batch_size, multiplier=multiplier, **knobs)
-    dense_total = training_flops("dense", f_dense, f_dense, steps, batch_size)
     total_steps = int(round(steps * multiplier))
+    if gradual is not None:
+      phases = gradual_flops_phases(ops, gradual, total_steps)
+      per_example = _training.stepwise_flops_per_step(method, phases, f_dense, total_steps,
+                                                      gradual.update_steps(total_steps)) / total_steps
+      total = per_example * total_steps * batch_size
+    else:
+      per_example = training_flops_per_example(method, f_sparse, f_dense, steps=total_steps, **knobs)
+      total = training_flops(method, f_sparse, f_dense, steps, batch_size, multiplier=multiplier, **knobs)
+    dense_total = training_flops("dense", f_dense, f_dense, steps, batch_size)
     report["training"] = {
         "method": method, "steps": total_steps, "batch_size": batch_size, "multiplier": multiplier,
-        "flops_per_example": training_flops_per_example(method, f_sparse, f_dense, steps=total_steps, **knobs),
-        "total_flops": total, "dense_total_flops": dense_total, "flops_ratio": _ratio(total, dense_total),
+        "flops_per_example": per_example, "total_flops": total, "dense_total_flops": dense_total,
+        "flops_ratio": _ratio(total, dense_total),
     }
+    if gradual is not None:
+      report["training"]["gradual_phases"] = [[start, flops] for start, flops in phases]
   return report
+
+
+def gradual_flops_phases(ops: Sequence[LayerOp], plan: GradualPlan, steps: int):
+  """[(first step, forward FLOPs of one example)] of gradual pruning over a `steps`-step run."""
+  ops = list(ops)
+
+  def forward_flops(nonzeros):
+    counted = list(ops)
+    for index, count in nonzeros.items():
+      op = counted[index]
+      counted[index] = dataclasses.replace(op, nonzeros=None if count >= op.kernel_size else count)
+    return inference_flops(counted)[1]
+
+  return _training.gradual_phases(plan, steps, forward_flops)
 
 
 def _fmt(value) -> str:

@@ -16,6 +16,7 @@ from absl import logging
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from tfmot_rigl.core import accounting
+from tfmot_rigl.keras import gradual as gradual_accounting
 
 _L = keras.layers
 _TRANSPOSED_CONVS = (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)
@@ -263,7 +264,7 @@ def _weighted_ops(layer, masks, output_shape, reuses_weights, row_name=None) -> 
 
 
 def _describe(model, input_shape=None, sparsities: Optional[Mapping[str, float]] = None):
-  """(ops, descriptions of uncounted layers) of one forward pass of one example."""
+  """(ops, descriptions of uncounted layers, {name: op indices}) of one forward pass of one example."""
   ops: List[accounting.LayerOp] = []
   uncounted = []
   producer = {}  # id(output tensor) -> index in ops of the weighted op that produced it (no activation between)
@@ -334,7 +335,7 @@ def _describe(model, input_shape=None, sparsities: Optional[Mapping[str, float]]
       op = ops[index]
       kept = accounting.sparse_kernel_nonzeros(op.kernel_size, sparsity)
       ops[index] = dataclasses.replace(op, nonzeros=None if kept == op.kernel_size else kept)
-  return ops, uncounted
+  return ops, uncounted, by_name
 
 
 def describe_model(model, input_shape: Optional[Sequence[int]] = None,
@@ -352,7 +353,7 @@ def describe_model(model, input_shape: Optional[Sequence[int]] = None,
 
   Kernel densities otherwise come from each wrapper's mask, or, for unwrapped layers, from the kernel's exact zeros.
   """
-  ops, uncounted = _describe(model, input_shape, sparsities)
+  ops, uncounted, _ = _describe(model, input_shape, sparsities)
   if uncounted:
     logging.warning("FLOP accounting has no counting rule for %s; they are left out.", ", ".join(uncounted))
   return ops
@@ -375,9 +376,18 @@ def report(model, method=None, steps: Optional[int] = None, batch_size: Optional
       if value is None and hasattr(algorithm, knob):
         knobs[knob] = getattr(algorithm, knob)
   knobs = {knob: value for knob, value in knobs.items() if value is not None}
-  ops, uncounted = _describe(model, input_shape, sparsities)
+  ops, uncounted, by_name = _describe(model, input_shape, sparsities)
+  plan = gradual_accounting.plan(model, by_name, int(round(steps * multiplier))) if steps else None
   if method == "magnitude" and not any(op.is_sparse for op in ops):
     logging.warning("Magnitude pruning report of a model with no pruned kernel: its final FLOPs equal the dense "
                     "ones. Pass sparsities= with the per-layer targets.")
   return accounting.build_report(ops, method=method, steps=steps, batch_size=batch_size, multiplier=multiplier,
-                                 uncounted=uncounted, **knobs)
+                                 uncounted=uncounted, gradual=plan, **knobs)
+
+
+def describe_for_training(model, sparsities: Optional[Mapping[str, float]] = None, steps: Optional[int] = None):
+  """(ops, gradual-pruning plan or None): what the accounting needs to count `model`'s training FLOPs."""
+  ops, uncounted, by_name = _describe(model, None, sparsities)
+  if uncounted:
+    logging.warning("FLOP accounting has no counting rule for %s; they are left out.", ", ".join(uncounted))
+  return ops, gradual_accounting.plan(model, by_name, steps)

@@ -1,5 +1,10 @@
-"""`prune_sparse`'s side of gradual pruning (core/gradual.py): each layer's starting sparsity from the distribution."""
-from typing import Callable, Optional, Sequence, Tuple
+"""Gradual pruning (core/gradual.py) in Keras: each layer's starting sparsity for `prune_sparse`, and the plan the
+accounting sums training FLOPs from."""
+from typing import Callable, Mapping, Optional, Sequence, Tuple
+
+from tfmot_rigl.core import training_flops
+from tfmot_rigl.keras import training_steps
+from tfmot_rigl.keras.wrapper import SparseWrapper
 
 
 def initial_sparsities(algorithm, sparsity: float, distribute: Optional[Callable[[float], dict]]) -> dict:
@@ -26,3 +31,38 @@ def layer_start(algorithm, weights: Sequence[Tuple[float, float, Optional[float]
   size = sum(n for _, n, _ in weights)
   starts = [s0 for _, _, s0 in weights]
   return float(sum(s0 * n for _, n, s0 in weights) / size), prune_end, starts if len(starts) > 1 else None
+
+
+def _step(value, steps: Optional[int]) -> int:
+  if isinstance(value, training_steps.PendingStep):
+    if not steps:
+      raise value.error()
+    return int(round(value.fraction * steps))
+  return int(value)
+
+
+def plan(model, ops_by_name: Mapping[str, Sequence[int]], steps: Optional[int] = None):
+  """The `GradualPlan` of `model` (its gradual wrappers' kernels and schedule), or None without gradual pruning.
+
+  `ops_by_name` maps layer (and "layer/weight") names to the indices of their accounting ops, the last one holding
+  the sparsifiable kernel; `steps` resolves windows still given as fractions of training.
+  """
+  kernels, schedule = [], None
+  for wrapper in training_steps.pruning_wrapper_layers(model):
+    if not isinstance(wrapper, SparseWrapper) or not wrapper.gradual:
+      continue
+    schedule = wrapper.pruning_schedule
+    several = len(wrapper.pruning_vars) > 1
+    for index, (weight, _, _) in enumerate(wrapper.pruning_vars):
+      name = wrapper.layer.name
+      if several:
+        path = weight.name.split(":")[0]
+        name = f"{name}/{path.removeprefix(name + '/')}"
+      units = wrapper.algorithm.mask_units(weight.shape)
+      kernels.append(training_flops.GradualKernel(
+          ops_by_name[name][-1], units, int(weight.shape.num_elements()) // units,
+          wrapper.initial_sparsity_of(index), wrapper.sparsity_of(index)))
+  if schedule is None:
+    return None
+  return training_flops.GradualPlan(tuple(kernels), _step(schedule.begin_step, steps), _step(schedule.prune_end, steps),
+                                    _step(schedule.end_step, steps), schedule.update_frequency)

@@ -214,7 +214,7 @@ class SparseTrainingReporter:
       self._pruning_summaries.set_model(model)
     self.monitor = None
     self.accuracy = None
-    self._ops = None
+    self._ops = self._gradual = None
     self._timer_step = None
     self._timer_start = None
     self._reported_final = False
@@ -292,10 +292,13 @@ class SparseTrainingReporter:
     at its final per-layer targets, as the accounting defines it.
     """
     if self._ops is None or fresh:
-      self._ops = keras_accounting.describe_model(self.model, sparsities=_target_sparsities(self.model) or None)
+      # Gradual pruning (set/rigl/snfs) also gets its plan: training FLOPs then follow the density step by step.
+      self._ops, self._gradual = keras_accounting.describe_for_training(
+          self.model, sparsities=_target_sparsities(self.model) or None, steps=self.train_steps)
     if step <= 0:
       return accounting.build_report(self._ops)
     return accounting.build_report(self._ops, method=self.algorithm.name, steps=step, batch_size=self.batch_size,
+                                   gradual=self._gradual,
                                    **_schedule_knobs(self.model, self.algorithm))
 
   def _final_summary(self, step: int):
