@@ -131,6 +131,9 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
     if base not in self._grow_init_names:
       raise ValueError(f"Unknown grow_init {grow_init!r} for {self.name}; use one of "
                        f"{', '.join(self._grow_init_names)} (optionally with a divisor, e.g. random_normal_2).")
+    divisor = str(grow_init)[len(base) + 1:]
+    if divisor and float(divisor) == 0:  # new weights would be x / 0: inf or nan
+      raise ValueError(f"grow_init={grow_init!r} divides by 0; use a divisor > 0 (e.g. {base}_2) or plain {base!r}.")
     return grow_init
 
   def get_config(self) -> dict:

@@ -6,6 +6,9 @@ import tensorflow as tf
 
 from tfmot_rigl.algorithms import base
 
+# Largest RigL initial_acc_scale accepted (the reference and the paper use 0 to a few).
+MAX_INITIAL_ACC_SCALE = 1e6
+
 
 @base.register
 class RigL(base.SparseAlgorithm):
@@ -30,9 +33,11 @@ class RigL(base.SparseAlgorithm):
   def __init__(self, *args, initial_acc_scale: float = 0.0, **kwargs):
     super().__init__(*args, **kwargs)
     self.initial_acc_scale = float(initial_acc_scale)
-    if not math.isfinite(self.initial_acc_scale):
-      raise ValueError(f"RigL initial_acc_scale={initial_acc_scale!r} must be a finite number, e.g. 0 (new slots start "
-                       "at zero) or 1.")
+    if not math.isfinite(self.initial_acc_scale) or not 0 <= self.initial_acc_scale <= MAX_INITIAL_ACC_SCALE:
+      # A negative a seeds the momentum uphill; a huge one throws new weights off by about lr·a·g and the loss
+      # diverges (a=-1e30: NaN at the first update).
+      raise ValueError(f"RigL initial_acc_scale={initial_acc_scale!r} must be a finite number in [0, "
+                       f"{MAX_INITIAL_ACC_SCALE:g}], e.g. 0 (new slots start at zero) or 1.")
 
   def get_config(self):
     return dict(super().get_config(), initial_acc_scale=self.initial_acc_scale)

@@ -11,6 +11,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from tfmot_rigl.cli import UsageError
+from tfmot_rigl.cli import run_checks
 from tfmot_rigl.cli import train
 
 PARAMS_FILE = 'params.yaml'
@@ -126,6 +127,10 @@ def main(argv: Optional[List[str]] = None) -> int:
       raise UsageError('--export_dir is required: the directory to write the SavedModel to.')
     if not flags_obj.model_dir and not flags_obj.checkpoint_path:
       raise UsageError('--model_dir (of a `tfm train` run) or --checkpoint_path is required.')
+    if flags_obj.batch_size is not None and flags_obj.batch_size < 1:
+      raise UsageError(f'--batch_size={flags_obj.batch_size} must be a positive number of examples per call; leave '
+                       'it out for a SavedModel that takes any batch size.')
+    run_checks.check_model_dir(flags_obj.export_dir, '--export_dir')
     from tfmot_rigl.export import saved_model
     params = experiment_params(flags_obj)
     try:

@@ -12,6 +12,7 @@ import sys
 from typing import List, Optional
 
 from tfmot_rigl.cli import UsageError
+from tfmot_rigl.cli import run_checks
 from tfmot_rigl.cli import export as export_cli
 from tfmot_rigl.cli import train
 
@@ -48,6 +49,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     experiment, source, model_dir = flags_obj.experiment, flags_obj.source, flags_obj.model_dir
   try:
     # Checked before the experiment is parsed and the model built: both take a while.
+    run_checks.check_model_dir(model_dir)  # a directory, or creatable, and writable
     checkpoint_import.check_model_dir(model_dir)
     checkpoint_import.open_checkpoint(source)
     params = train.parse_experiment(parser_flags)

@@ -9,6 +9,7 @@ import os
 from typing import List, Optional
 
 from tfmot_rigl.cli import UsageError
+from tfmot_rigl.cli import run_checks
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +48,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   output_dir = args.output_dir or os.path.join(args.model_dir, 'plots')
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise UsageError(f'--output_dir {output_dir!r} exists and is not a directory; choose a directory path.')
+  run_checks.check_model_dir(output_dir, '--output_dir')  # creatable and writable, checked without writing
   from tfmot_rigl import plots  # TensorFlow and matplotlib load only once the flags are known to be good
   try:
     written = plots.plot_run(args.model_dir, output_dir, steps)

@@ -33,24 +33,98 @@ def _is_remote(path: str) -> bool:
   return '://' in path
 
 
-def check_model_dir(model_dir: str) -> None:
-  """model_dir must be a directory, or creatable, and writable: checked without leaving anything behind."""
+# How long a remote model_dir (gs://, s3://, ...) may take to answer whether it exists before `tfm` gives up:
+# TensorFlow's file systems retry for minutes without network or credentials.
+REMOTE_PROBE_SECONDS = 20
+# The host TensorFlow's GCS file system talks to: resolved first, so that a machine without network fails at once.
+_GCS_HOST = 'storage.googleapis.com'
+
+
+def _within(seconds: float, function, *args):
+  """(finished, result or exception) of function(*args) run in a daemon thread for at most `seconds`."""
+  import threading
+  outcome = []
+
+  def target():
+    try:
+      outcome.append((True, function(*args)))
+    except Exception as error:  # pylint: disable=broad-except  (reported by the caller)
+      outcome.append((False, error))
+
+  thread = threading.Thread(target=target, daemon=True)
+  thread.start()
+  thread.join(seconds)
+  return (True, outcome[0]) if outcome else (False, None)
+
+
+def check_remote_dir(path: str, flag: str = '--model_dir') -> None:
+  """A gs:// (or other remote) directory must answer within REMOTE_PROBE_SECONDS; one line instead of a hang."""
+  import socket
+  scheme = path.split('://', 1)[0]
+  fix = 'pass a local directory, or check the network and the credentials (e.g. gcloud auth application-default login)'
+  if scheme == 'gs':
+    finished, outcome = _within(REMOTE_PROBE_SECONDS, socket.getaddrinfo, _GCS_HOST, 443)
+    if finished and not outcome[0]:
+      raise UsageError(f'{flag} {path} cannot be reached: {_GCS_HOST} does not resolve ({outcome[1]}); {fix}.')
+  import tensorflow as tf
+  finished, outcome = _within(REMOTE_PROBE_SECONDS, tf.io.gfile.isdir, path)
+  if not finished:
+    raise UsageError(f'{flag} {path}: no answer from {scheme}:// within {REMOTE_PROBE_SECONDS} s; {fix}.')
+  if not outcome[0]:
+    reason = (str(getattr(outcome[1], 'message', outcome[1])).strip().splitlines() or ['error'])[0]
+    raise UsageError(f'{flag} {path} is not accessible ({reason}); {fix}.')
+
+
+def check_path_length(path: str, flag: str = '--model_dir') -> None:
+  """Paths over the file system's limits fail deep inside TensorFlow's writers: refused up front."""
+  absolute = os.path.abspath(path)
+  name_max = os.pathconf('/', 'PC_NAME_MAX')
+  path_max = os.pathconf('/', 'PC_PATH_MAX')
+  long_names = [name for name in absolute.split(os.sep) if len(name.encode()) > name_max]
+  if long_names:
+    raise UsageError(f'{flag} has a path component of {len(long_names[0].encode())} bytes ({long_names[0][:24]}...), '
+                     f'over the file system\'s limit of {name_max} (NAME_MAX); pass a shorter path.')
+  # Room for the files written inside it (e.g. train/events.out.tfevents.<time>.<host>.<pid>.v2).
+  if len(absolute.encode()) + 128 > path_max:
+    raise UsageError(f'{flag} is {len(absolute.encode())} bytes long, too close to the limit of {path_max} '
+                     '(PATH_MAX) for the files written inside it; pass a shorter path.')
+
+
+def check_model_dir(model_dir: str, flag: str = '--model_dir') -> None:
+  """model_dir must be a directory, or creatable, and writable: checked without leaving anything behind.
+
+  Also used for the other directories `tfm` writes (export_dir, output_dir), named by `flag`.
+  """
   if _is_remote(model_dir):
-    return  # gs:// and other file systems: TensorFlow reports their own errors; permissions are not local.
+    check_remote_dir(model_dir, flag)
+    return  # permissions are not local: TensorFlow reports its own errors for a bucket it may read but not write
+  check_path_length(model_dir, flag)
   if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-    raise UsageError(f'--model_dir {model_dir} is a file, not a directory; pass a directory path (it is created '
+    raise UsageError(f'{flag} {model_dir} is a file, not a directory; pass a directory path (it is created '
                      'if missing).')
   existing = os.path.abspath(model_dir)
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
-    raise UsageError(f'--model_dir {model_dir} cannot be created: {existing} is a file; pass another directory.')
+    raise UsageError(f'{flag} {model_dir} cannot be created: {existing} is a file; pass another directory.')
   try:
     # os.access is not enough: root passes it on read-only file systems. A probe directory, removed at once.
     os.rmdir(tempfile.mkdtemp(prefix='.tfm_write_probe_', dir=existing))
   except OSError as error:
-    raise UsageError(f'--model_dir {model_dir} is not writable ({existing}: {error.strerror}); pass a directory '
+    raise UsageError(f'{flag} {model_dir} is not writable ({existing}: {error.strerror}); pass a directory '
                      'you can write to.') from None
+
+
+def check_devices(params) -> None:
+  """GPUs asked for must exist: MirroredStrategy over absent GPUs waits forever without a word."""
+  wanted = params.runtime.num_gpus
+  if not wanted:
+    return
+  import tensorflow as tf
+  found = len(tf.config.list_physical_devices('GPU'))  # lists devices without initialising them
+  if wanted > found:
+    raise UsageError(f'runtime.num_gpus={wanted}, but TensorFlow finds {found} GPU(s) on this machine; set '
+                     f'runtime.num_gpus={found}' + (' to train on the CPU.' if not found else '.'))
 
 
 def _config_file_dict(path: str) -> Mapping[str, Any]:

@@ -10,6 +10,7 @@ code 2.
 import os
 import re
 import sys
+import time
 from typing import List, Optional, Sequence
 
 from tfmot_rigl.cli import UsageError
@@ -84,6 +85,7 @@ def parse_experiment(flags_obj, mode: str = ''):
     raise UsageError(run_checks.bad_value(flags_obj.experiment, sources) or _config_error(error)) from None
   run_checks.check_train_steps(params, mode or 'train')
   run_checks.check_strategy(params)
+  run_checks.check_devices(params)
   try:
     params.validate()
   except (ValueError, TypeError, AttributeError, KeyError) as error:
@@ -116,7 +118,7 @@ def run(flags_obj) -> None:
   mode = flags_obj.mode
   run_checks.check_model_dir(model_dir)
   params = parse_experiment(flags_obj, mode)
-  latest = _check_resume(params, model_dir, flags_obj.experiment)
+  latest = _check_resume(params, model_dir, flags_obj.experiment, mode)
   if params.task.init_checkpoint and not latest and 'train' in mode:
     from tfmot_rigl.keras import pretrained
     try:
@@ -128,6 +130,8 @@ def run(flags_obj) -> None:
       inputs.check_data(data, 'task.train_data' if data.is_training else 'task.validation_data')
     except ValueError as error:
       raise UsageError(str(error)) from None
+  if 'train' not in mode and not latest:
+    latest = _checkpoint_to_evaluate(params, model_dir, mode)
   if params.runtime.mixed_precision_dtype:
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
   # The checks above run no TensorFlow op (MultiWorkerMirroredStrategy must be created before any) and initialise
@@ -168,18 +172,52 @@ def run(flags_obj) -> None:
       distribution_strategy=strategy, task=task, mode=mode, params=params, model_dir=model_dir, trainer=trainer,
       train_actions=reporter.train_actions, eval_actions=reporter.eval_actions)
   reporter.start()
-  runner.run()
+  try:
+    runner.run()
+  except RuntimeError as error:  # Model Garden's trainer: "The loss value is NaN ..." / loss above its upper bound
+    if 'loss' not in str(error).lower():
+      raise
+    raise UsageError(f'training diverged: {_config_error(error)}; checkpoints before it are kept in {model_dir}; '
+                     'lower the learning rate or the sparsity knobs that seed new weights (grow_init, '
+                     'initial_acc_scale), or raise trainer.loss_upper_bound.') from None
   train_utils.save_gin_config(mode, model_dir)
 
 
-def _check_resume(params, model_dir: str, experiment: str) -> Optional[str]:
+def _check_resume(params, model_dir: str, experiment: str, mode: str = 'train') -> Optional[str]:
   """The checkpoint a restart restores, after checking it may be resumed by this config and is readable."""
   from tfmot_rigl.modelgarden import resume
   try:
     resume.check_restart(params, model_dir, experiment)
-    return resume.check_latest_checkpoint(model_dir)
+    latest = resume.check_latest_checkpoint(model_dir)
+    if 'train' in mode:
+      resume.check_train_steps(model_dir, latest, params.trainer.train_steps)
+    return latest
   except resume.ResumeError as error:
     raise UsageError(str(error)) from None
+
+
+def _checkpoint_to_evaluate(params, model_dir: str, mode: str) -> Optional[str]:
+  """eval refuses a model_dir without a checkpoint (it would score a random model); continuous_eval waits for the
+  first one for trainer.continuous_eval_timeout seconds, saying so, then gives up with one line."""
+  import tensorflow as tf
+  if params.task.init_checkpoint:
+    return None  # the task starts from that checkpoint
+  if mode != 'continuous_eval':
+    raise UsageError(f'--mode={mode} needs a checkpoint in {model_dir} and there is none (it would evaluate a '
+                     'randomly initialised model); train first (--mode=train), import one (tfm import-checkpoint), '
+                     'or set task.init_checkpoint.')
+  timeout = params.trainer.continuous_eval_timeout
+  print(f'waiting for the first checkpoint in {model_dir} (written by `tfm train` on that model_dir), for up to '
+        f'{timeout} s (trainer.continuous_eval_timeout)...', flush=True)
+  deadline = time.monotonic() + timeout
+  latest = tf.train.latest_checkpoint(model_dir)
+  while not latest and time.monotonic() < deadline:
+    time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    latest = tf.train.latest_checkpoint(model_dir)
+  if not latest:
+    raise UsageError(f'no checkpoint appeared in {model_dir} within {timeout} s (trainer.continuous_eval_timeout); '
+                     f'start `tfm train --mode=train --model_dir={model_dir}` first, or raise the timeout.')
+  return latest
 
 
 def _weight_shapes(names_and_shapes, attribute: str) -> List[tuple]:

@@ -8,6 +8,7 @@ Two sources, picked by `data_dir`:
 import functools
 import importlib.util
 import os
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -100,40 +101,69 @@ def _prepared_tfds_builder(data_dir: str):
   return builder
 
 
-def count_records(path: str, limit=None) -> int:
+def count_records(path: str, limit=None, check=None) -> int:
   """Records in a TFRecord file (at most `limit`), read on the host: tf.errors.DataLossError if one is corrupt.
 
   A record reader rather than tf.data, so that no TensorFlow op runs: checks before a run starts must not initialise
-  devices (MultiWorkerMirroredStrategy has to be created before any op).
+  devices (MultiWorkerMirroredStrategy has to be created before any op). `check(index, record)`, if given, sees each
+  record's bytes (e.g. to parse it) and raises for a bad one.
   """
   from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
   count = 0
   with deprecation.silence():  # tf_record_iterator is deprecated for tf.data, which would run ops
-    for _ in tf.compat.v1.io.tf_record_iterator(path):
+    for record in tf.compat.v1.io.tf_record_iterator(path):
+      if check is not None:
+        check(count, record)
       count += 1
       if limit is not None and count >= limit:
         break
   return count
 
 
+def example_with_features(record: bytes, keys) -> Optional[str]:
+  """None if `record` is a serialized tf.train.Example holding every feature in `keys`, else what is wrong with it.
+
+  Parsed on the host with protobuf (no TensorFlow op, see count_records).
+  """
+  from google.protobuf import message  # pylint: disable=g-import-not-at-top
+  try:
+    example = tf.train.Example.FromString(record)
+  except message.DecodeError:
+    return "not a serialized tf.train.Example"
+  missing = [key for key in keys if key not in example.features.feature]
+  if missing:
+    found = ", ".join(sorted(example.features.feature)) or "none"
+    return f"a tf.train.Example without the feature(s) {', '.join(missing)} (it has: {found})"
+  return None
+
+
 def verify_prepared_split(builder, split: str, data_dir: str) -> None:
   """Reads every record of a prepared split's files: ValueError naming the file if one is corrupt or truncated.
 
   A shard cut at a record boundary reads without error, so the count of each file is checked against the count
-  TFDS recorded when it wrote the split. The records are not decoded, so this costs a fraction of a second for
-  MNIST; it runs before anything of a run is written, so bad data never leaves a half-made model_dir behind.
+  TFDS recorded when it wrote the split. Each record is parsed as a tf.train.Example holding the dataset's features
+  (a garbage payload in valid framing, or records of another dataset, fail here, not mid-training); the images are
+  not decoded, so this costs about a second for MNIST. It runs before anything of a run is written, so bad data never
+  leaves a half-made model_dir behind.
   """
   try:
     split_info = builder.info.splits[split]
   except KeyError:
     return  # metadata without split records (e.g. under tfds.testing.mock_data): nothing to count against
   rebuild = (f"rebuild it with `tfds build mnist --data_dir {data_dir}`, or {_USE_BUNDLED_HINT}")
+  keys = list(builder.info.features.keys())  # image, label
   for path, expected in zip(split_info.filepaths, split_info.shard_lengths):
     path = str(path)
     if not tf.io.gfile.exists(path):
       raise ValueError(f"TFDS 'mnist' file '{path}' is missing; {rebuild}")
+    def check(index, record, path=path):
+      problem = example_with_features(record, keys)
+      if problem:
+        raise ValueError(f"TFDS 'mnist' file '{path}' holds records of another format: record {index} is {problem}; "
+                         f"{rebuild}")
+
     try:
-      count = count_records(path)
+      count = count_records(path, check=check)
     except tf.errors.OpError as error:
       reason = (str(error.message).strip().splitlines() or [type(error).__name__])[0]
       raise ValueError(f"TFDS 'mnist' file '{path}' is corrupt or truncated ({reason}); {rebuild}") from None

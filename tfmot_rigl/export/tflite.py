@@ -111,7 +111,12 @@ def load_serving_signature(saved_model_dir: str, signature_key: str = SERVING_SI
     have = ', '.join(loaded.signatures) or 'none'
     raise TfliteError(f'SavedModel {saved_model_dir!r} has no {signature_key!r} signature (it has: {have}); export '
                       'it with a serving signature (`tfm export`).')
-  return loaded, loaded.signatures[signature_key]
+  signature = loaded.signatures[signature_key]
+  for name, spec in sorted(signature.structured_input_signature[1].items()):
+    if spec.shape.rank and 0 in spec.shape.as_list():  # e.g. a `tfm export --batch_size=0`: no example fits
+      raise TfliteError(f'SavedModel {saved_model_dir!r} takes input {name!r} of shape {spec.shape.as_list()}, which '
+                        'holds no data (a dimension of 0); export it again with a positive --batch_size, or none.')
+  return loaded, signature
 
 
 def convert(saved_model_dir: str, *, sparse: bool = False, int8: bool = False,

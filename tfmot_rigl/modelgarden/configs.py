@@ -16,6 +16,7 @@ from official.vision.configs import common
 from official.vision.configs import image_classification as stock
 
 from tfmot_rigl.modelgarden import backbones
+from tfmot_rigl.modelgarden import field_checks
 from tfmot_rigl.modelgarden import sparsity_config
 from tfmot_rigl.modelgarden import summaries
 
@@ -99,6 +100,13 @@ class SparseExperimentConfig(cfg.ExperimentConfig):
       sparsity.total_steps = self.trainer.train_steps
     sparsity.validate()
     self.task.validate()
+    field_checks.check_trainer(self.trainer)
+    field_checks.check_runtime(self.runtime)
+    data_configs = (('task.train_data', self.task.train_data), ('task.validation_data', self.task.validation_data))
+    for what, data in data_configs:
+      field_checks.check_data(data, what)
+    field_checks.check_input_size(self.task.model.input_size,
+                                  any(data.tfds_name == field_checks.MNIST_TFDS_NAME for _, data in data_configs))
 
 
 _RESTRICTIONS = ['task.train_data.is_training != None', 'task.validation_data.is_training != None']

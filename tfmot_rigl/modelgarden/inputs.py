@@ -70,12 +70,20 @@ def random_pad_and_crop(padding: int):
   return augment
 
 
+# Input files up to this size in all are read in full before a run (every record's framing and schema); larger
+# inputs (ImageNet: ~140 GB) only their first record, as a full scan would take longer than many runs.
+FULL_SCAN_BYTES = 256 * 2**20
+JPEG_MAGIC = b'\xff\xd8\xff'
+
+
 def check_data(params: cfg.DataConfig, what: str) -> None:
   """ValueError (one line) when the data of a data config cannot be read; run before anything is written.
 
   MNIST from a TFDS data_dir: its metadata and every record are checked (`tfmot_rigl.data.mnist`). TFRecord input
-  (`input_path`, not TFDS): the files must exist and the first record of the first file must read (a full scan of
-  ImageNet would take an hour); a wrong path or a file of another format is caught here. `what` names the block.
+  (`input_path`, not TFDS): the files must exist, and their records must be tf.train.Examples with the reader's image
+  (JPEG) and label features — every record of inputs up to FULL_SCAN_BYTES (a garbage tail or a record of another
+  schema in the middle is caught), the first record of the first file of larger ones. A wrong path or a file of
+  another format is caught here. `what` names the block.
   """
   if is_mnist(params):
     if params.tfds_data_dir:
@@ -89,9 +97,24 @@ def check_data(params: cfg.DataConfig, what: str) -> None:
   if not files:
     raise ValueError(f'{what}.input_path={params.input_path!r} matches no file; point it at TFRecord files '
                      '(e.g. /data/imagenet/train*).')
-  try:
-    mnist.count_records(files[0], limit=1)
-  except tf.errors.OpError as error:
-    reason = str(error.message).strip().splitlines()[0]
-    raise ValueError(f"{what}.input_path file '{files[0]}' is not a readable TFRecord file ({reason}); point "
-                     'input_path at TFRecord files.') from None
+  full_scan = sum(tf.io.gfile.stat(f).length for f in files) <= FULL_SCAN_BYTES
+  keys = (params.image_field_key, params.label_field_key)
+  for path in files if full_scan else files[:1]:
+
+    def check(index, record, path=path):
+      problem = mnist.example_with_features(record, keys)
+      if not problem and index == 0:
+        image = tf.train.Example.FromString(record).features.feature[params.image_field_key].bytes_list.value
+        if not image or not image[0].startswith(JPEG_MAGIC):
+          problem = f'a tf.train.Example whose {params.image_field_key} is not a JPEG image'
+      if problem:
+        raise ValueError(f"{what}.input_path file '{path}' holds records the classification reader cannot read: "
+                         f'record {index} is {problem}; it needs tf.train.Examples with {keys[0]} (JPEG bytes) and '
+                         f'{keys[1]} (int64), as in Model Garden\'s ImageNet TFRecords.')
+
+    try:
+      mnist.count_records(path, limit=None if full_scan else 1, check=check)
+    except tf.errors.OpError as error:
+      reason = str(error.message).strip().splitlines()[0]
+      raise ValueError(f"{what}.input_path file '{path}' is not a readable TFRecord file ({reason}); point "
+                       'input_path at TFRecord files.') from None

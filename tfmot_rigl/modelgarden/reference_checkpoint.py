@@ -42,10 +42,14 @@ def open_checkpoint(source: str):
                                 'model.ckpt-32000 for model.ckpt-32000.index and model.ckpt-32000.data-*.')
   try:
     reader = tf.train.load_checkpoint(path)
-  except (tf.errors.OpError, ValueError) as error:
+    shapes = reader.get_variable_to_shape_map()
+    for name in shapes:  # every tensor, so that a truncated or corrupt data file is reported before any work
+      reader.get_tensor(name)
+  except (tf.errors.OpError, ValueError, IndexError) as error:
     message = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    raise CheckpointImportError(f'cannot read checkpoint {path!r}: {message}') from None
-  return reader, reader.get_variable_to_shape_map()
+    raise CheckpointImportError(f'cannot read checkpoint {path!r} (truncated or corrupt?): {message}; pass a '
+                                'complete checkpoint (download it again).') from None
+  return reader, shapes
 
 
 def short_names(names: Sequence[str], limit: int = 6) -> str:

@@ -144,11 +144,67 @@ def _unreadable(model_dir: str, latest: str, file: str, error: Exception) -> Res
                      f'({reason}); {fallback}.')
 
 
+def _checkpoints_on_disk(model_dir: str) -> List[str]:
+  """Names (ckpt-N) of the checkpoints in model_dir whose index file exists, oldest first."""
+  names = [os.path.basename(path)[:-len('.index')] for path in tf.io.gfile.glob(os.path.join(model_dir, '*.index'))]
+  return sorted(names, key=lambda name: (len(name), name))
+
+
+def check_checkpoint_state(model_dir: str) -> None:
+  """model_dir's `checkpoint` state file (which checkpoint a restart resumes) must parse and name an existing one.
+
+  TensorFlow treats an unreadable state file, or one naming a deleted checkpoint, as "no checkpoint": the run would
+  start again from step 0 and overwrite the checkpoints it has.
+  """
+  if not tf.io.gfile.isdir(model_dir):
+    return
+  on_disk = _checkpoints_on_disk(model_dir)
+  state_file = os.path.join(model_dir, 'checkpoint')
+  if on_disk:
+    rewrite = (f'write model_checkpoint_path: "{on_disk[-1]}" (its newest checkpoint; also there: '
+               f'{", ".join(on_disk[:-1]) or "none"}) into {state_file}, or {_start_fresh(model_dir)}')
+  else:
+    rewrite = f'it holds no checkpoint files: delete {state_file}, or {_start_fresh(model_dir)}'
+  if not tf.io.gfile.exists(state_file):
+    if on_disk:
+      raise ResumeError(f'{model_dir} holds checkpoints but no `checkpoint` state file naming the one to resume '
+                        f'(a restart would start from step 0 and overwrite them); {rewrite}.')
+    return
+  try:
+    state = tf.train.get_checkpoint_state(model_dir)  # None when the file does not parse
+  except Exception:  # pylint: disable=broad-except  (undecodable bytes, ...: damaged all the same)
+    state = None
+  if state is None or not state.model_checkpoint_path:
+    raise ResumeError(f'{state_file} is damaged: it does not name a checkpoint (a restart would start from step 0 '
+                      f'and overwrite the checkpoints); {rewrite}.')
+  named = state.model_checkpoint_path
+  path = named if os.path.isabs(named) else os.path.join(model_dir, named)
+  if not tf.io.gfile.exists(path + '.index'):
+    raise ResumeError(f'{state_file} names the checkpoint {named!r}, which does not exist (no {path}.index; a '
+                      f'restart would start from step 0); {rewrite}.')
+
+
+def check_train_steps(model_dir: str, latest: Optional[str], train_steps: int) -> None:
+  """A restart must have steps left to train: train_steps below the checkpoint's step trains nothing."""
+  if not latest:
+    return
+  try:
+    step = int(tf.train.load_variable(latest, GLOBAL_STEP_KEY))
+  except Exception:  # pylint: disable=broad-except  (an imported checkpoint has no step counter: it is step 0)
+    return
+  if train_steps < step:
+    raise ResumeError(f'--model_dir {model_dir} holds a run at step {step} and trainer.train_steps={train_steps} '
+                      f'leaves nothing to train; set trainer.train_steps above {step} to continue it, use '
+                      f'--mode=eval to evaluate it, or {_start_fresh(model_dir)} (nothing was changed).')
+
+
 def check_latest_checkpoint(model_dir: str) -> Optional[str]:
   """The checkpoint a restart restores (None if there is none), after reading every tensor of it.
 
-  Raises ResumeError naming the unreadable file and how to fall back to the previous checkpoint.
+  Raises ResumeError naming the unreadable file and how to fall back to the previous checkpoint, or a damaged or
+  dangling `checkpoint` state file (check_checkpoint_state).
   """
+  check_checkpoint_state(model_dir)
   latest = tf.train.latest_checkpoint(model_dir) if tf.io.gfile.isdir(model_dir) else None
   if not latest:
     return None

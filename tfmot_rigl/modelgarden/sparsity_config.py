@@ -11,6 +11,7 @@ from official.modeling import hyperparams
 from tfmot_rigl import algorithms
 from tfmot_rigl.core import distributions
 from tfmot_rigl.keras import initial_masks
+from tfmot_rigl.modelgarden import field_checks
 
 METHODS = algorithms.algorithm_names()  # dense, static, set, rigl, snfs, snip, magnitude
 
@@ -114,6 +115,7 @@ class SparsityConfig(hyperparams.Config):
     if self.method not in METHODS:
       raise ValueError(f"task.sparsity.method={self.method!r} is unknown; use one of {', '.join(METHODS)}.")
     distributions.check_sparsity(self.sparsity, 'task.sparsity.sparsity')
+    field_checks.check_seed(self.seed, 'task.sparsity.seed')
     if self.distribution not in distributions.DISTRIBUTIONS:
       raise ValueError(f"task.sparsity.distribution={self.distribution!r} is unknown; use one of "
                        f"{', '.join(distributions.DISTRIBUTIONS)}.")
