@@ -119,8 +119,15 @@ def test_non_empty_export_dir_is_refused_unless_overwrite(model_dir, tmp_path, c
   assert (export_dir / 'keep.txt').read_text() == 'precious'
   assert sorted(os.listdir(tmp_path)) == ['export']  # no staging directory left behind
 
+  # --overwrite replaces only an earlier export: not a directory holding anything else.
+  assert tfm.main(args + ['--overwrite']) == 2
+  assert 'keep.txt, which are not part of a SavedModel' in _one_error_line(capsys)
+  assert (export_dir / 'keep.txt').read_text() == 'precious'
+  (export_dir / 'keep.txt').unlink()
+  assert tfm.main(args) == 0
+  first = (export_dir / 'saved_model.pb').stat().st_mtime_ns
   assert tfm.main(args + ['--overwrite']) == 0
-  assert not (export_dir / 'keep.txt').exists() and (export_dir / 'saved_model.pb').is_file()
+  assert (export_dir / 'saved_model.pb').stat().st_mtime_ns != first
   assert sorted(os.listdir(tmp_path)) == ['export']
 
 

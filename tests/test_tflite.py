@@ -104,6 +104,13 @@ def test_conversion_errors_leave_files_alone(exported, tmp_path, capsys):
   assert tfm.main(['tflite', f'--saved_model={exported}', f'--output={output}', '--sparse']) == 2
   assert '--overwrite' in error_line()
   assert output.read_bytes() == b'keep me'
+  # --overwrite replaces only a file an earlier `tfm tflite` wrote.
+  assert tfm.main(['tflite', f'--saved_model={exported}', f'--output={output}', '--sparse', '--overwrite']) == 2
+  assert 'is not a TFLite file' in error_line()
+  assert output.read_bytes() == b'keep me'
+  output.unlink()
+  assert tfm.main(['tflite', f'--saved_model={exported}', f'--output={output}']) == 0
+  assert not _has_sparse_tensors(str(output))
   assert tfm.main(['tflite', f'--saved_model={exported}', f'--output={output}', '--sparse', '--overwrite']) == 0
   assert _has_sparse_tensors(str(output))
   assert sorted(os.listdir(tmp_path)) == ['out.tflite', 'unsigned']  # no staging file left behind

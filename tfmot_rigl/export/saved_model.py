@@ -26,6 +26,7 @@ from official.core import train_utils
 from official.vision.serving import image_classification
 
 from tfmot_rigl import keras as sparse_keras
+from tfmot_rigl.export import targets
 from tfmot_rigl.modelgarden import inputs as sparse_inputs
 from tfmot_rigl.modelgarden import task as sparse_task  # noqa: F401  (registers the sparse task with Model Garden)
 
@@ -161,12 +162,10 @@ def describe_signature(export_dir: str, preprocessing: str = '', signature_key: 
       f'signature {signature_key}: input {ins}; outputs {outs}')
 
 
-def _check_target(export_dir: str, overwrite: bool) -> None:
-  if os.path.exists(export_dir) and not os.path.isdir(export_dir):
-    raise ExportError(f'export_dir {export_dir!r} is a file; pass a directory path.')
-  if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
-    raise ExportError(f'export_dir {export_dir!r} exists and is not empty; pass overwrite (--overwrite) to replace '
-                      'it, or choose another directory.')
+def _check_target(export_dir: str, overwrite: bool, sources=()) -> None:
+  problem = targets.export_dir_problem(export_dir, overwrite, sources)
+  if problem:
+    raise ExportError(problem)
 
 
 def replace_directory(source: str, target: str) -> None:
@@ -212,7 +211,7 @@ def export_saved_model(params: cfg.ExperimentConfig, export_dir: str, *, model_d
   if input_type not in INPUT_TYPES:
     raise ExportError(f'input_type={input_type!r} is unknown; use one of {", ".join(INPUT_TYPES)}.')
   export_dir = os.path.abspath(export_dir)
-  _check_target(export_dir, overwrite)
+  _check_target(export_dir, overwrite, (model_dir, checkpoint_path))
   if model is None:
     model, _ = load_trained_model(params, model_dir, checkpoint_path)
   plain = strip_for_serving(model)

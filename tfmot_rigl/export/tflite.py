@@ -27,6 +27,7 @@ import tensorflow as tf
 from official.modeling.hyperparams import params_dict
 
 from tfmot_rigl.export import saved_model as saved_model_lib
+from tfmot_rigl.export import targets
 from tfmot_rigl.export import tflite_ops
 
 SERVING_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
@@ -236,12 +237,10 @@ def _write_file(content: bytes, output: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def check_output_path(output: str, overwrite: bool) -> None:
-  if os.path.isdir(output):
-    raise TfliteError(f'output {output!r} is a directory; pass a file path such as model.tflite.')
-  if os.path.exists(output) and not overwrite:
-    raise TfliteError(f'output {output!r} exists; pass overwrite (--overwrite) to replace it, or choose another '
-                      'path.')
+def check_output_path(output: str, overwrite: bool, saved_model_dir: Optional[str] = None) -> None:
+  problem = targets.tflite_output_problem(output, saved_model_dir, overwrite)
+  if problem:
+    raise TfliteError(problem)
 
 
 def export_tflite(saved_model_dir: str, output: str, *, sparse: bool = False, int8: bool = False,
@@ -261,8 +260,8 @@ def export_tflite(saved_model_dir: str, output: str, *, sparse: bool = False, in
       interpreter cannot run the file (and not `builtin_kernels_only`).
     OutputMismatchError: the converted model's outputs differ by more than the tolerance.
   """
+  check_output_path(output, overwrite, saved_model_dir)  # before the SavedModel is read: nothing is touched
   loaded, signature = load_serving_signature(saved_model_dir, signature_key)
-  check_output_path(output, overwrite)
   content = convert(saved_model_dir, sparse=sparse, int8=int8, signature_key=signature_key)
   dense_content = content if not (sparse or int8) else convert(saved_model_dir, signature_key=signature_key)
   feeds = random_inputs(signature, saved_model_dir, num_check_inputs)
