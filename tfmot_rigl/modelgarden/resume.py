@@ -8,12 +8,16 @@ checkpoint a restart would restore, so a truncated or corrupt file is reported b
 `restored_step` is the step that checkpoint holds, from which the training input continues (`tfmot_rigl.modelgarden
 .inputs`) so that a resumed run sees exactly the batches an uninterrupted one would.
 """
+import dataclasses
 import glob
 import os
 from typing import Any, Iterator, List, Mapping, Optional, Tuple
 
 import tensorflow as tf
+from official.core import exp_factory
 from official.modeling import hyperparams
+
+from tfmot_rigl.modelgarden import sparsity_config
 
 PARAMS_FILE = 'params.yaml'
 # The experiment name `tfm train` ran, beside params.yaml (which does not record it).
@@ -21,14 +25,22 @@ EXPERIMENT_FILE = 'experiment.txt'
 # The trainer checkpoint's step counter (Model Garden's `tf.train.Checkpoint(global_step=...)`).
 GLOBAL_STEP_KEY = 'global_step/.ATTRIBUTES/VARIABLE_VALUE'
 
-# Fields that decide which model is trained and which weights it keeps: a checkpoint made under other values holds
-# weights and masks of another model. Everything else (steps, learning rate, evaluation, update schedule) may change
-# between restarts.
-IDENTITY_FIELDS = (
-    'task.sparsity.method', 'task.sparsity.sparsity', 'task.sparsity.distribution', 'task.sparsity.erk_power_scale',
-    'task.sparsity.first_layer_dense', 'task.sparsity.custom_sparsities', 'task.sparsity.exclude',
-    'task.sparsity.sparsify_depthwise', 'task.model',
-)
+# Every task.sparsity field, classified once: a change on restart to a MASK_SHAPING one is refused (the checkpoint's
+# masks, or their per-layer counts, were made under the old value and would be restored into a model that expects
+# others); a FREE_TO_CHANGE one may change (e.g. to extend a run or retune the update schedule). The restart check
+# reads MASK_SHAPING; tests/test_restart_fields.py fails for a SparsityConfig field in neither tuple, so a field
+# added later gets a decision, and a field nobody classified is treated as mask-shaping meanwhile.
+MASK_SHAPING = ('method', 'sparsity', 'distribution', 'erk_power_scale', 'first_layer_dense', 'custom_sparsities',
+                'exclude', 'sparsify_depthwise', 'block_shape', 'block_norm')
+FREE_TO_CHANGE = ('update_frequency', 'begin_step', 'end_step', 'drop_fraction', 'drop_fraction_anneal', 'grow_init',
+                  'initial_acc_scale', 'snfs_momentum', 'seed', 'total_steps')
+
+
+def identity_fields() -> Tuple[str, ...]:
+  """The config fields a restart must keep: the model, and every task.sparsity field not FREE_TO_CHANGE."""
+  names = [field.name for field in dataclasses.fields(sparsity_config.SparsityConfig)]
+  shaping = list(MASK_SHAPING) + [name for name in names if name not in MASK_SHAPING + FREE_TO_CHANGE]
+  return ('task.model',) + tuple(f'task.sparsity.{name}' for name in shaping)
 
 
 class ResumeError(ValueError):
@@ -63,14 +75,32 @@ def _normalised(value: Any) -> Any:
 
 
 def incompatible_change(saved: Mapping[str, Any], new: Mapping[str, Any]) -> Optional[Tuple[str, Any, Any]]:
-  """(field, saved value, new value) of the first IDENTITY_FIELDS leaf that differs, or None."""
-  for field in IDENTITY_FIELDS:
+  """(field, saved value, new value) of the first `identity_fields()` leaf that differs, or None."""
+  for field in identity_fields():
     saved_leaves = dict(_leaves(_get(saved, field), field))
     new_leaves = dict(_leaves(_get(new, field), field))
     for path in sorted(set(saved_leaves) | set(new_leaves)):
       if _normalised(saved_leaves.get(path)) != _normalised(new_leaves.get(path)):
         return path, saved_leaves.get(path), new_leaves.get(path)
   return None
+
+
+def _merged(default: Mapping[str, Any], saved: Mapping[str, Any]) -> dict:
+  merged = dict(default)
+  for key, value in saved.items():
+    both_maps = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+    merged[key] = _merged(merged[key], value) if both_maps else value
+  return merged
+
+
+def _with_defaults(saved: Mapping[str, Any], experiment: str) -> Mapping[str, Any]:
+  """The saved config with the fields it lacks (a params.yaml older than them) at the experiment's defaults, which
+  that run used."""
+  try:
+    default = exp_factory.get_exp_config(experiment).as_dict()
+  except (KeyError, ValueError):
+    return saved
+  return _merged(default, saved)
 
 
 def _start_fresh(model_dir: str) -> str:
@@ -100,7 +130,7 @@ def check_same_experiment(model_dir: str, experiment: str) -> None:
 
 
 def check_restart(params, model_dir: str, experiment: str) -> None:
-  """Raises ResumeError when model_dir holds a run this config must not resume (see IDENTITY_FIELDS)."""
+  """Raises ResumeError when model_dir holds a run this config must not resume (see MASK_SHAPING)."""
   if not tf.io.gfile.isdir(model_dir):
     return
   check_same_experiment(model_dir, experiment)
@@ -111,7 +141,7 @@ def check_restart(params, model_dir: str, experiment: str) -> None:
     saved = hyperparams.read_yaml_to_params_dict(saved_path).as_dict()
   except Exception as error:  # pylint: disable=broad-except  (any parse failure means the same thing here)
     raise ResumeError(f'{saved_path} is unreadable ({type(error).__name__}); {_start_fresh(model_dir)}.') from None
-  change = incompatible_change(saved, params.as_dict())
+  change = incompatible_change(_with_defaults(saved, experiment), params.as_dict())
   if change:
     field, before, after = change
     raise ResumeError(f'--model_dir {model_dir} holds a run with {field}={before!r} and this run asks for '
