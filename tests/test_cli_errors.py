@@ -25,6 +25,16 @@ QUICK = ('task.model.backbone.mlp.hidden_sizes=[16,8],task.train_data.global_bat
          'task.validation_data.global_batch_size=50,trainer.steps_per_loop=2,trainer.summary_interval=2,'
          'trainer.checkpoint_interval=2,trainer.validation_steps=1,trainer.validation_interval=4,'
          'task.sparsity.update_frequency=2,trainer.train_steps=4')
+
+
+def quick(*changes):
+  """QUICK with `key=value` changes: replacing its own value of a key (a key given twice is refused) or added."""
+  entries = dict(entry.split('=', 1) for entry in re.split(r',(?![^\[]*\])', QUICK))
+  entries.update(change.split('=', 1) for change in changes)
+  return ','.join(f'{key}={value}' for key, value in entries.items())
+
+
+QUICK_6_STEPS = quick('trainer.train_steps=6')
 TRAIN_SHARD = 'mnist-train.tfrecord-00000-of-00001'
 
 
@@ -232,7 +242,7 @@ def test_restart_with_another_configuration_is_refused(override, message, traine
   before = snapshot(trained)
   with gin.unlock_config():
     code = tfm.main(['train', '--experiment=mnist_rigl', f'--model_dir={trained}', '--mode=train',
-                     f'--params_override={QUICK},trainer.train_steps=6,{override}'])
+                     f'--params_override={quick("trainer.train_steps=6", override)}'])
   line = one_error_line(capsys.readouterr().err)
   assert code == 2
   assert message in line
@@ -291,7 +301,7 @@ def test_unreadable_latest_checkpoint_names_the_file_and_the_fallback(which, dam
   before = snapshot(run_dir)
   with gin.unlock_config():
     code = tfm.main(['train', '--experiment=mnist_rigl', f'--model_dir={run_dir}', '--mode=train',
-                     f'--params_override={QUICK},trainer.train_steps=6'])
+                     f'--params_override={QUICK_6_STEPS}'])
   line = one_error_line(capsys.readouterr().err)
   assert code == 2
   assert f'the latest checkpoint of {run_dir} is unreadable: ' in line
@@ -312,10 +322,13 @@ def test_following_the_fallback_advice_resumes_from_the_previous_checkpoint(trai
   write(checkpoint_file, state.replace('model_checkpoint_path: "ckpt-4"', 'model_checkpoint_path: "ckpt-2"'))
   with gin.unlock_config():
     assert tfm.main(['train', '--experiment=mnist_rigl', f'--model_dir={run_dir}', '--mode=train',
-                     f'--params_override={QUICK},trainer.train_steps=6']) == 0
+                     f'--params_override={QUICK_6_STEPS}']) == 0
   # Resumed from ckpt-2: the first progress line is one loop (2 steps) later; from scratch it would be step 2.
   assert re.search(r'^sparse \| step 4/6 ', capsys.readouterr().out, re.MULTILINE)
   assert tf.train.latest_checkpoint(run_dir).endswith('ckpt-6')
+
+
+OTHER_MODEL = 'task.model.backbone.mlp.hidden_sizes=[32,8]'
 
 
 def test_checkpoint_of_another_model_without_params_yaml_is_refused(trained, tmp_path, capsys):
@@ -325,7 +338,7 @@ def test_checkpoint_of_another_model_without_params_yaml_is_refused(trained, tmp
   before = snapshot(run_dir)
   with gin.unlock_config():
     code = tfm.main(['train', '--experiment=mnist_rigl', f'--model_dir={run_dir}', '--mode=train',
-                     f'--params_override={QUICK},trainer.train_steps=6,task.model.backbone.mlp.hidden_sizes=[32,8]'])
+                     f'--params_override={quick("trainer.train_steps=6", OTHER_MODEL)}'])
   err = capsys.readouterr().err
   assert code == 2 and 'Traceback' not in err
   errors = [line for line in err.splitlines() if line.startswith('tfm train: error: ')]

@@ -81,7 +81,8 @@ def _masks(checkpoint):
 ])
 def test_tfm_train_compiles_each_dynamic_method(method, runtime, tmp_path, reset_policy):
   model_dir = str(tmp_path / 'run')
-  override = (f'{QUICK_MNIST},trainer.train_steps=4,trainer.checkpoint_interval=2,task.sparsity.update_frequency=1,'
+  quick = QUICK_MNIST.replace('task.sparsity.update_frequency=2', 'task.sparsity.update_frequency=1')
+  override = (f'{quick},trainer.train_steps=4,trainer.checkpoint_interval=2,'
               f'task.sparsity.method={method},runtime.distribution_strategy=one_device,{runtime}')
   assert cli_main.main(['train', '--experiment=mnist_rigl', f'--model_dir={model_dir}', '--mode=train',
                         f'--params_override={override}']) == 0

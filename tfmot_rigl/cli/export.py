@@ -11,6 +11,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from tfmot_rigl.cli import UsageError
+from tfmot_rigl.cli import repeats
 from tfmot_rigl.cli import run_checks
 from tfmot_rigl.cli import train
 
@@ -53,6 +54,7 @@ def parsed_flags(command: str, argv: Sequence[str], define=define_flags, experim
       raise UsageError(str(error)) from None
     if len(rest) > 1:
       raise UsageError(f'unexpected argument(s) {" ".join(rest[1:])!r}; every option is a --flag=value.')
+    repeats.check_repeated_flags(argv, flags_obj)
     if experiment:
       if not flags_obj.experiment:
         raise UsageError('--experiment is required; `tfm experiments` lists the registered sparse experiments.')

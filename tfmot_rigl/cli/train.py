@@ -14,9 +14,12 @@ import time
 from typing import List, Optional, Sequence
 
 from tfmot_rigl.cli import UsageError
+from tfmot_rigl.cli import repeats
 from tfmot_rigl.cli import run_checks
+from tfmot_rigl.cli import run_guards
 
 DEFAULT_MODE = 'train_and_eval'
+INTERRUPTED_EXIT_CODE = 130
 _MISSING_KEY = re.compile(r"The key '([^']+)' does not exist in <class '(?:[\w.]+\.)?(\w+)'>")
 
 
@@ -39,6 +42,7 @@ def _parse_flags(argv: Sequence[str]):
     raise UsageError(str(error)) from None
   if len(rest) > 1:
     raise UsageError(f'unexpected argument(s) {" ".join(rest[1:])!r}; every option is a --flag=value.')
+  repeats.check_repeated_flags(argv, flags_obj)
   if not flags_obj.experiment:
     raise UsageError('--experiment is required; `tfm experiments` lists the registered sparse experiments.')
   if not flags_obj.model_dir:
@@ -72,6 +76,7 @@ def parse_experiment(flags_obj, mode: str = ''):
   if flags_obj.experiment not in configs.EXPERIMENTS:
     raise UsageError(f'unknown experiment {flags_obj.experiment!r}; registered sparse experiments: '
                      f"{', '.join(sorted(configs.EXPERIMENTS))}.")
+  repeats.check_duplicate_keys(flags_obj.config_file, flags_obj.params_override)
   sources = run_checks.config_sources(flags_obj)
   run_checks.check_finite(sources)
   run_checks.check_types(flags_obj.experiment, sources)
@@ -118,6 +123,7 @@ def run(flags_obj) -> None:
   mode = flags_obj.mode
   run_checks.check_model_dir(model_dir)
   params = parse_experiment(flags_obj, mode)
+  run_guards.check_config_paths(params, model_dir)
   latest = _check_resume(params, model_dir, flags_obj.experiment, mode)
   if params.task.init_checkpoint and not latest and 'train' in mode:
     from tfmot_rigl.keras import pretrained
@@ -259,8 +265,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
   flags_obj = _parse_flags(argv)
   logging.use_absl_handler()
-  with console.model_garden_logs(argv):  # Orbit's metric dicts: only with --verbosity
-    run(flags_obj)
+  try:
+    with console.model_garden_logs(argv):  # Orbit's metric dicts: only with --verbosity
+      run(flags_obj)
+  except KeyboardInterrupt:  # Ctrl-C: where to resume from, not a traceback; 128 + SIGINT, as shells report it
+    print(f'tfm train: {run_guards.interrupted_line(flags_obj.model_dir)}', file=sys.stderr)
+    return INTERRUPTED_EXIT_CODE
   return 0
 
 

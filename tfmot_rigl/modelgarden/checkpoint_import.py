@@ -29,6 +29,7 @@ from official.core import task_factory
 from official.core import train_utils
 
 from tfmot_rigl import keras as sparse_keras
+from tfmot_rigl.modelgarden import import_checks
 from tfmot_rigl.modelgarden import resume
 from tfmot_rigl.modelgarden import task as sparse_task  # noqa: F401  (registers the sparse task)
 # The import's API (`tfm import-checkpoint` and tests use them through this module).
@@ -230,6 +231,7 @@ def import_checkpoint(params: cfg.ExperimentConfig, source: str, model_dir: str,
   model = task.build_model()
   pairs = layer_pairs(model, architecture)
   data = SourceVariables(reader, shapes)
+  configured = import_checks.mask_sparsities(model)
   mapped, problems = _fill(pairs, data, model)
   if data.missing:
     raise CheckpointImportError(
@@ -244,6 +246,9 @@ def import_checkpoint(params: cfg.ExperimentConfig, source: str, model_dir: str,
   if unexpected:
     raise CheckpointImportError(f'{source} has {len(unexpected)} variable(s) the reference {architecture} does not: '
                                 f'{short_names(unexpected)}; it is another network or a modified one.')
+  contradiction = import_checks.contradiction(params, configured, import_checks.mask_sparsities(model))
+  if contradiction:
+    raise CheckpointImportError(contradiction)
   path = write_model_dir(params, task, model, model_dir)
   if experiment:
     resume.record_experiment(model_dir, experiment)

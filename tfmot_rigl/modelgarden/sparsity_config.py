@@ -87,10 +87,14 @@ class SparsityConfig(hyperparams.Config):
       try:
         if not sep or not name.strip():
           raise ValueError
-        overrides[name.strip()] = float(value)
+        sparsity = float(value)
       except ValueError:
         raise ValueError(f"task.sparsity.custom_sparsities entry {entry!r} is not 'layer_name=sparsity'; "
                          "write e.g. ['conv2d=0.5'].") from None
+      if name.strip() in overrides and overrides[name.strip()] != sparsity:
+        raise ValueError(f'task.sparsity.custom_sparsities gives {name.strip()!r} twice, as '
+                         f'{overrides[name.strip()]} and as {sparsity}; keep the one you mean.')
+      overrides[name.strip()] = sparsity
     return overrides
 
   def algorithm(self) -> algorithms.SparseAlgorithm:
