@@ -105,10 +105,12 @@ OTHER_VALUES = {
     'task.sparsity.sparsify_depthwise': ('task.sparsity.sparsify_depthwise', True),
     'task.sparsity.block_shape': ('task.sparsity.block_shape', [4, 1]),
     'task.sparsity.block_norm': ('task.sparsity.block_norm', 'l2'),
+    'task.sparsity.initial_sparsity': ('task.sparsity.initial_sparsity', 0.5),
+    'task.sparsity.initial_mask': ('task.sparsity.initial_mask', 'magnitude'),
 }
 FREE_VALUES = {'update_frequency': 50, 'begin_step': 10, 'end_step': 0.5, 'drop_fraction': 0.1,
                'drop_fraction_anneal': 'constant', 'grow_init': 'random_normal', 'initial_acc_scale': 0.5,
-               'snfs_momentum': 0.5, 'seed': 3, 'total_steps': 1000}
+               'snfs_momentum': 0.5, 'prune_end': 0.5, 'seed': 3, 'total_steps': 1000}
 
 
 def test_every_sparsity_field_is_classified_as_mask_shaping_or_free():

@@ -203,10 +203,12 @@ def export_saved_model(params: cfg.ExperimentConfig, export_dir: str, *, model_d
       [batch, height, width, channels], preprocessed in the graph as in training), 'image_bytes', 'tf_example', or
       'tflite' (float32 preprocessed features [batch, *input_size]). Outputs are {'logits', 'probs'}.
     batch_size: fixed serving batch size, None for any.
-    overwrite: replace a non-empty export_dir (otherwise an error).
+    overwrite: replace an earlier export in export_dir (otherwise a non-empty export_dir is an error); a
+      directory holding anything but a SavedModel, or a model_dir, is never replaced (`targets`).
 
   Raises:
-    ExportError: a missing or unreadable checkpoint, an occupied export_dir or an unsupported input type.
+    ExportError: a missing or unreadable checkpoint, an occupied or protected export_dir, or an unsupported input
+      type.
   """
   if input_type not in INPUT_TYPES:
     raise ExportError(f'input_type={input_type!r} is unknown; use one of {", ".join(INPUT_TYPES)}.')

@@ -256,8 +256,9 @@ def export_tflite(saved_model_dir: str, output: str, *, sparse: bool = False, in
   BUILTIN_WITHOUT_DEFAULT_DELEGATES).
 
   Raises:
-    TfliteError: no SavedModel or serving signature there, `output` exists and `overwrite` is False, or the default
-      interpreter cannot run the file (and not `builtin_kernels_only`).
+    TfliteError: no SavedModel or serving signature there, `output` exists and `overwrite` is False (or it is not a
+      TFLite file, or lies inside the SavedModel), or the default interpreter cannot run the file (and not
+      `builtin_kernels_only`).
     OutputMismatchError: the converted model's outputs differ by more than the tolerance.
   """
   check_output_path(output, overwrite, saved_model_dir)  # before the SavedModel is read: nothing is touched

@@ -30,10 +30,12 @@ GLOBAL_STEP_KEY = 'global_step/.ATTRIBUTES/VARIABLE_VALUE'
 # others); a FREE_TO_CHANGE one may change (e.g. to extend a run or retune the update schedule). The restart check
 # reads MASK_SHAPING; tests/test_restart_fields.py fails for a SparsityConfig field in neither tuple, so a field
 # added later gets a decision, and a field nobody classified is treated as mask-shaping meanwhile.
+# initial_sparsity is mask-shaping (turning gradual pruning off mid-run would freeze the masks at an intermediate
+# count); prune_end is a schedule knob like end_step (the count follows the new schedule from the restored step).
 MASK_SHAPING = ('method', 'sparsity', 'distribution', 'erk_power_scale', 'first_layer_dense', 'custom_sparsities',
-                'exclude', 'sparsify_depthwise', 'block_shape', 'block_norm')
+                'exclude', 'sparsify_depthwise', 'block_shape', 'block_norm', 'initial_sparsity', 'initial_mask')
 FREE_TO_CHANGE = ('update_frequency', 'begin_step', 'end_step', 'drop_fraction', 'drop_fraction_anneal', 'grow_init',
-                  'initial_acc_scale', 'snfs_momentum', 'seed', 'total_steps')
+                  'initial_acc_scale', 'snfs_momentum', 'prune_end', 'seed', 'total_steps')
 
 
 def identity_fields() -> Tuple[str, ...]:
