@@ -404,7 +404,7 @@ def test_out_of_range_config_values_are_refused(tmp_path, capsys):
     pytest.skip('the num_gpus case needs a machine without GPUs')
   model_dir = tmp_path / 'run'
   for override, message in OUT_OF_RANGE:
-    line = _refused([f'--model_dir={model_dir}', '--mode=train', f'--params_override={QUICK},{override}'],
+    line = _refused([f'--model_dir={model_dir}', '--mode=train', f'--params_override={quick(override)}'],
                     tmp_path, capsys)
     assert message in line, (override, line)
     assert not model_dir.exists()
@@ -485,13 +485,13 @@ def test_damaged_restart_state_is_refused(trained, tmp_path, capsys):
     run_dir = str(tmp_path / f'run{number}')
     shutil.copytree(trained, run_dir)
     _edit_state(run_dir, edit)
-    line = _refused([f'--model_dir={run_dir}', '--mode=train', f'--params_override={QUICK},trainer.train_steps=6'],
+    line = _refused([f'--model_dir={run_dir}', '--mode=train', f'--params_override={QUICK_6_STEPS}'],
                     tmp_path, capsys)
     assert all(message in line for message in messages), line
     assert 'write model_checkpoint_path: "ckpt-4"' in line and 'also there: ckpt-2' in line
   run_dir = str(tmp_path / 'run_short')
   shutil.copytree(trained, run_dir)
-  line = _refused([f'--model_dir={run_dir}', '--mode=train', f'--params_override={QUICK},trainer.train_steps=2'],
+  line = _refused([f'--model_dir={run_dir}', '--mode=train', f'--params_override={quick("trainer.train_steps=2")}'],
                   tmp_path, capsys)
   assert 'holds a run at step 4 and trainer.train_steps=2 leaves nothing to train' in line
 
