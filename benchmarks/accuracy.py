@@ -24,6 +24,7 @@ from _common import keras, lenet_300_100, quick_output, run_tasks, tf, write_tab
 
 import tfmot_rigl  # noqa: E402
 from tfmot_rigl.data import mnist  # noqa: E402
+from tfmot_rigl.keras import accounting  # noqa: E402
 
 BATCH_SIZE = 128
 STEPS_PER_EPOCH = 60000 // BATCH_SIZE  # 468: the last partial batch is dropped
@@ -112,6 +113,20 @@ def train_and_evaluate(method, sparsity, seed, epochs, steps_per_epoch, update_f
   return run
 
 
+def training_flops(method, sparsity, steps, update_frequency, model_fn=lenet_300_100):
+  """(training FLOPs of one run, those of dense training) by tfmot_rigl's accounting; rigl_gradual's summed step by
+  step over its density schedule, magnitude's over TFMOT's, the others by the paper's formulas."""
+  model = model_fn(0)
+  if method == "dense":
+    report = accounting.report(model, "dense", steps=steps, batch_size=BATCH_SIZE)
+  else:
+    algorithm = algorithm_for(method, update_frequency)
+    sparse = tfmot_rigl.prune_sparse(model, algorithm, sparsity=sparsity, distribution="erk", total_steps=steps)
+    targets = tfmot_rigl.model_sparsities(model, sparsity, "erk") if method == "magnitude" else None
+    report = accounting.report(sparse, algorithm, steps=steps, batch_size=BATCH_SIZE, sparsities=targets)
+  return report["training"]["total_flops"], report["training"]["dense_total_flops"]
+
+
 def _run_alone(config):
   """One run in a worker process of --jobs: one thread each, so that parallel runs do not fight over cores."""
   tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -131,8 +146,10 @@ def _mean_std(values):
   return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}"
 
 
-def summarize(runs, baseline=None):
-  """Table rows, one per (method, sparsity), and the largest accuracy loss against `baseline` runs (or None)."""
+def summarize(runs, baseline=None, flops=None):
+  """Table rows, one per (method, sparsity), and the largest accuracy loss against `baseline` runs (or None).
+
+  `flops`: {(method, sparsity): (training FLOPs, dense training FLOPs)} adds those columns."""
   groups = {}
   for run in runs:
     groups.setdefault((run["method"], run["sparsity"]), []).append(run)
@@ -140,12 +157,15 @@ def summarize(runs, baseline=None):
   for run in baseline or []:
     old.setdefault((run["method"], run["sparsity"]), {})[run["seed"]] = run["accuracy"]
   rows, worst = [], None
-  for (method, sparsity), group in groups.items():
+  for (method, sparsity), group in sorted(groups.items(), key=lambda item: (METHODS.index(item[0][0]), item[0][1])):
     group.sort(key=lambda r: r["seed"])
     accuracies = [r["accuracy"] for r in group]
     per_kernel = " / ".join(f"{np.mean([r['kernel_sparsity'][k] for r in group]):.3f}" for k in KERNELS)
     row = [method, "–" if method == "dense" else f"{sparsity:.2f}", _mean_std(accuracies),
            " ".join(f"{a * 100:.2f}" for a in accuracies), per_kernel, f"{np.mean([r['wall_s'] for r in group]):.0f}"]
+    if flops is not None:
+      total, dense = flops[(method, sparsity)]
+      row += [f"{total:.3e}", f"{total / dense:.3f}"]
     if baseline is not None:
       before = [old.get((method, sparsity), {}).get(r["seed"]) for r in group]
       if None in before:
@@ -156,6 +176,25 @@ def summarize(runs, baseline=None):
         row.append(f"{delta:+.2f}")
     rows.append(row)
   return rows, worst
+
+
+def gradual_targets(runs, flops):
+  """Issue 19's targets, met or missed, where rigl_gradual and magnitude both ran at 0.9 / 0.98 (means over seeds)."""
+  means = {}
+  for run in runs:
+    means.setdefault((run["method"], run["sparsity"]), []).append(run["accuracy"] * 100)
+  lines = []
+  for sparsity, slack, flops_cap in ((0.98, 0.0, 0.35), (0.9, 0.10, 0.5)):
+    gradual, magnitude = means.get(("rigl_gradual", sparsity)), means.get(("magnitude", sparsity))
+    if not gradual or not magnitude:
+      continue
+    gap = np.mean(gradual) - np.mean(magnitude)
+    ratio = flops[("rigl_gradual", sparsity)][0] / flops[("magnitude", sparsity)][0]
+    lines.append(f"Issue 19 at {sparsity:g}: rigl_gradual {np.mean(gradual):.2f} vs magnitude {np.mean(magnitude):.2f} "
+                 f"({gap:+.2f} points, target >= {-slack:+.2f}: {'met' if gap >= -slack - 1e-9 else 'MISSED'}; "
+                 f"{len(gradual)} vs {len(magnitude)} seeds); training FLOPs {ratio:.3f}x magnitude's (target <= "
+                 f"{flops_cap}: {'met' if ratio <= flops_cap else 'MISSED'}).")
+  return lines
 
 
 def main():
@@ -212,9 +251,13 @@ def main():
   if args.baseline:
     with open(args.baseline, encoding="utf-8") as f:
       baseline = json.load(f)["runs"]
-  rows, worst = summarize(runs, baseline)
+  steps = epochs * steps_per_epoch
+  flops = {(r["method"], r["sparsity"]): training_flops(r["method"], r["sparsity"], steps, update_frequency)
+           for r in runs}
+  rows, worst = summarize(runs, baseline, flops)
   header = ["method", "sparsity (ERK)", "test acc % (mean ± std)", "per seed", "fc1 / fc2 / logits sparsity",
-            "train s per run"] + (["Δ mean acc vs baseline"] if baseline is not None else [])
+            "train s per run", "training FLOPs", "× dense training"] + (
+                ["Δ mean acc vs baseline"] if baseline is not None else [])
   notes = [f"{len(seeds)} seed(s) ({','.join(map(str, seeds))}); {epochs} epoch(s) of {steps_per_epoch} steps at "
            f"batch {BATCH_SIZE}; ΔT = {update_frequency}. std is the sample standard deviation over seeds.",
            "Sparsity columns: fraction of zeros in each kernel's mask at the end of training (fc1 784×300, "
@@ -222,6 +265,7 @@ def main():
            (f"Rendered from {runs_path}: {len(runs)} of {len(configs)} runs, made in {total_wall / 60:.1f} min of wall "
             "time." if args.render_only else f"Whole benchmark: {total_wall / 60:.1f} min wall with --jobs {args.jobs} "
             f"({len(runs)} of {len(configs)} runs).")]
+  notes += gradual_targets(runs, flops)
   if baseline is not None:
     notes.append(f"Baseline: {args.baseline}. Largest loss of mean accuracy: "
                  f"{-worst if worst is not None and worst < 0 else 0.0:.2f} points.")

@@ -78,6 +78,33 @@ MOBILENET_SPARSITIES = (0.75, 0.9)
 WRN_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 WRN_METHODS = ('rigl', 'set', 'snfs', 'snip', 'static', 'magnitude')
 WRN_RIGL_ANCHORS = {0.5: 94.2, 0.8: 93.6, 0.9: 92.9, 0.95: 91.8}
+# Gradual (GraNet-style) RigL, issue 19: layers start at the distribution's sparsities for 0.5 and reach their targets
+# on the cubic schedule by 37.5% of training (half the update window), drop/grow going on.
+GRADUAL = {'initial_sparsity': 0.5, 'prune_end': 0.375}
+GRADUAL_NOTE = 'gradual from 50% by 37.5% of training (issue 19; no published number)'
+
+
+def gradual_rows() -> List[Row]:
+  """ResNet-50 ERK 80/90%, MobileNet-v1 uniform 75% and WRN-22-2 ERK 90/95% with the gradual option (1x)."""
+  table = []
+  for sparsity in (0.8, 0.9):
+    table.append(Row(
+        f'resnet50_rigl_gradual_erk_s{_percent(sparsity)}_1x.yaml', 'resnet_rigl',
+        f'ResNet-50, RigL ERK {sparsity * 100:g}%, {GRADUAL_NOTE}, 1x training',
+        {'task': {'sparsity': _sparsity_block('rigl', sparsity, 'erk', False, **GRADUAL)},
+         'trainer': _imagenet_trainer(configs.resnet_rigl, 1)}))
+  table.append(Row(
+      'mobilenet1_rigl_gradual_uniform_s75_1x.yaml', 'mobilenet_rigl',
+      f'MobileNet-v1, RigL uniform 75% (first layer and depthwise kernels dense), {GRADUAL_NOTE}, 1x training',
+      {'task': {'model': {'backbone': {'mobilenet': {'model_id': 'MobileNetV1'}}},
+                'sparsity': _sparsity_block('rigl', 0.75, 'uniform', True, sparsify_depthwise=False, **GRADUAL)},
+       'trainer': _imagenet_trainer(configs.mobilenet_rigl, 1)}))
+  for sparsity in (0.9, 0.95):
+    table.append(Row(
+        f'wrn22_2_rigl_gradual_s{_percent(sparsity)}.yaml', 'wrn_cifar10_rigl',
+        f'WideResNet-22-2 on CIFAR-10, RigL {sparsity:.0%}, {GRADUAL_NOTE}',
+        {'task': {'sparsity': _sparsity_block('rigl', sparsity, 'erk', False, **GRADUAL)}}))
+  return table
 
 
 def rows() -> List[Row]:
@@ -122,7 +149,7 @@ def rows() -> List[Row]:
           f'wrn22_2_{method}_s{_percent(sparsity)}.yaml', 'wrn_cifar10_rigl',
           f'WideResNet-22-2 on CIFAR-10, {method.upper() if method != "magnitude" else "gradual magnitude pruning"} '
           f'{sparsity:.0%}', {'task': {'sparsity': block}}, anchor, ANCHORS_REFERENCE_MD if anchor else ''))
-  return table
+  return table + gradual_rows()
 
 
 def command(row: Row) -> str:
@@ -161,6 +188,12 @@ use a uniform distribution with the first layer and the depthwise kernels dense 
 kernels dense; `task.sparsity.sparsify_depthwise: true` sparsifies them too). Gradual magnitude pruning (TFMOT's
 PolynomialDecay) prunes every 1000 steps from step 20k to 75k with a uniform distribution, as the reference's CIFAR-10
 pruning runs. CIFAR-10 training uses the reference's augmentation: random flips and a 4-pixel pad-and-crop.
+
+The `*_rigl_gradual_*` rows are not from the paper: RigL with the gradual option of issue 19 (GraNet-style,
+`initial_sparsity: 0.5`, `prune_end: 0.375`): every layer starts at its share of 50% sparsity and is pruned by
+magnitude on a cubic schedule to its target by 37.5% of training while drop/grow goes on (docs/semantics.md). Its
+LeNet-300-100 results against gradual magnitude pruning and RigL are in docs/benchmarks.md; on these networks it
+has not been trained here (no accelerator).
 
 Published top-1 accuracies are anchors to compare against, not results of this code: the ones marked REFERENCE.md
 are those the project's reference semantics quote; the others are from the tables of the reference code's README

@@ -138,6 +138,10 @@ def test_official_configs_are_generated_and_up_to_date():
     for percent in ('50', '80', '90', '95'):
       assert f'wrn22_2_{method}_s{percent}.yaml' in names
   assert any(name.startswith('mobilenet1_') for name in names) and any(name.startswith('mobilenet2_') for name in names)
+  # Issue 19's gradual rows (each validated by test_yaml_loads_and_validates).
+  assert {name for name in names if '_gradual_' in name} == {
+      'resnet50_rigl_gradual_erk_s80_1x.yaml', 'resnet50_rigl_gradual_erk_s90_1x.yaml',
+      'mobilenet1_rigl_gradual_uniform_s75_1x.yaml', 'wrn22_2_rigl_gradual_s90.yaml', 'wrn22_2_rigl_gradual_s95.yaml'}
 
 
 @pytest.mark.parametrize('path', YAML_FILES, ids=os.path.basename)
@@ -150,6 +154,10 @@ def test_yaml_loads_and_validates(path):
   if '_5x' in path:
     assert params.trainer.train_steps == 5 * exp_factory.get_exp_config(experiment).trainer.train_steps
   assert sparsity.total_steps == params.trainer.train_steps
+  algorithm = sparsity.algorithm()
+  assert algorithm.gradual == ('_gradual_' in path)
+  if algorithm.gradual:  # starts at 50%, at the target by 37.5% of training, inside the update window
+    assert algorithm.prune_window(sparsity.total_steps) == (0, round(0.375 * sparsity.total_steps))
 
 
 def _stock_model(params):
