@@ -8,7 +8,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.14",
     packages=setuptools.find_packages(include=["tfmot_rigl", "tfmot_rigl.*"]),
     install_requires=[
         "tensorflow~=2.20.0",
@@ -21,11 +21,14 @@ setuptools.setup(
         "zarr>=3",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "pytest-xdist", "hypothesis"]},
+    # jax (CPU) runs the Keras 3 API's tests on the JAX backend (tests/test_keras3.py).
+    extras_require={"test": ["pytest", "pytest-xdist", "hypothesis", "jax"]},
     entry_points={"console_scripts": ["tfm=tfmot_rigl.cli.main:main"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
 )

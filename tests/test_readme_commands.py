@@ -2,8 +2,9 @@
 
 Sections covered: "Two commands" (the chain after the venv/pip part, which `.ci/run` itself performs), "The Python
 API", "Model Garden" and "Export and accounting". A README edit that adds a command to these sections without a
-way to run it here fails `test_every_readme_command_is_covered`.
+way to run it here fails `test_every_readme_command_is_covered`. "Keras 3" has its own test, one run per backend.
 """
+import importlib.util
 import os
 import re
 import subprocess
@@ -113,3 +114,27 @@ def test_readme_python_blocks_run_as_written(workdir):
   digits = [int(d) for d in re.findall(r"\d", result.stdout.strip().splitlines()[-1])]
   from tfmot_rigl.data import mnist
   assert digits == list(mnist.load_bundled_mnist()["test_labels"][:5])  # the trained model reads them right
+
+
+def _keras3_block():
+  text = open(os.path.join(REPO, "README.md")).read()
+  section = re.split(r"^(?=## )", text, flags=re.M)
+  section = next(part for part in section if part.startswith("## Keras 3\n"))
+  blocks = re.findall(r"^```python\n(.*?)^```", section, flags=re.M | re.S)
+  assert len(blocks) == 1 and not re.findall(r"^```bash", section, flags=re.M)
+  return blocks[0]
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_readme_keras3_block_runs_as_written(backend, tmp_path):
+  if backend == "jax" and importlib.util.find_spec("jax") is None:
+    pytest.skip("jax is not installed (a test extra)")
+  env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+  result = subprocess.run([sys.executable, "-c", _keras3_block()], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  printed = [line for line in result.stdout.splitlines() if line.startswith("{")]
+  sparsities = eval(printed[-1])  # the printed {layer: fraction of zeros}
+  assert set(sparsities) == {"dense", "dense_1", "dense_2"} and 0.85 < max(sparsities.values()) < 0.95
+  assert (tmp_path / "sparse.keras").stat().st_size > 0 and (tmp_path / "sparse_saved_model").is_dir()
+  assert (tmp_path / "model.tflite").exists() == (backend == "tensorflow")

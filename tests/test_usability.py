@@ -126,7 +126,8 @@ def test_layer_level_call_like_prune_low_magnitude():
 
 def test_keras3_model_error_names_keras3_and_the_fix():
   import keras as keras3
-  with pytest.raises(ValueError, match="Keras 3 Sequential.*import tf_keras as keras"):
+  expected = r"Keras 3 Sequential.*Keras 3 API.*keras3\.prune_sparse.*import tf_keras as keras"
+  with pytest.raises(ValueError, match=expected):
     tfmot_rigl.prune_sparse(keras3.Sequential([keras3.Input((3,)), keras3.layers.Dense(2)]))
 
 

@@ -51,9 +51,9 @@ def check_tf_keras(obj, what="prune_sparse") -> None:
   module = type(obj).__module__ or ""
   if module.split(".")[0] == "keras":
     raise ValueError(
-        f"{what} got a Keras 3 {type(obj).__name__} ({module}); TFMOT and tfmot_rigl work with Keras 2 (tf_keras). "
-        "Build the model with `import tf_keras as keras`, or import tfmot_rigl before tensorflow so that tf.keras "
-        "is tf_keras (it sets TF_USE_LEGACY_KERAS=1).")
+        f"{what} got a Keras 3 {type(obj).__name__} ({module}); this API (TFMOT's) works with Keras 2 (tf_keras). "
+        f"For Keras 3 models use the Keras 3 API: `from tfmot_rigl import keras3` and keras3.{what}(...); or build "
+        "the model with `import tf_keras as keras` (import tfmot_rigl before tensorflow so that tf.keras is tf_keras).")
   raise ValueError(f"{what} needs a tf_keras model or layer, got {type(obj).__name__}.")
 
 

@@ -21,7 +21,7 @@ from keras import ops
 
 from tfmot_rigl.keras3 import mask_ops
 from tfmot_rigl.keras3 import scores
-from tfmot_rigl.keras3.prune import install_fit_hook, sparse_wrappers
+from tfmot_rigl.keras3.prune import check_backend, install_fit_hook, sparse_wrappers
 
 
 def _all_finite(x):
@@ -66,7 +66,7 @@ class _SparseTrainingOptimizer:
   def apply(self, grads, trainable_variables=None):
     variables = list(self._trainable_variables if trainable_variables is None else trainable_variables)
     grads = list(grads)
-    step = ops.convert_to_tensor(self.iterations)
+    step = ops.cast(self.iterations, "int32")  # read now: a TF variable handle would be read after the increment
     targets = {id(kernel): (wrapper, index) for wrapper in self._sparse_wrappers()
                for index, kernel in enumerate(wrapper.kernels)}
     dense = [(i, grads[i], targets[id(v)]) for i, v in enumerate(variables)
@@ -172,6 +172,7 @@ def wrap_optimizer(optimizer, model):
   whose `apply` runs the mask updates, so it is still e.g. a `keras.optimizers.SGD` and serialises as one. Returns
   the same optimizer, for `model.compile(optimizer=...)`.
   """
+  check_backend()
   if not isinstance(optimizer, keras.optimizers.Optimizer):
     raise ValueError(f"wrap_optimizer needs a Keras 3 optimizer (keras.optimizers.*), got {type(optimizer).__name__}; "
                      "for tf_keras optimizers use tfmot_rigl.wrap_optimizer.")

@@ -17,7 +17,18 @@ from tfmot_rigl.keras3.wrapper import SparseWrapper, prunable_weights
 logger = logging.getLogger("tfmot_rigl")
 
 
+SUPPORTED_BACKENDS = ("tensorflow", "jax")
+
+
+def check_backend():
+  backend = keras.backend.backend()
+  if backend not in SUPPORTED_BACKENDS:
+    raise ValueError(f"tfmot_rigl.keras3 supports the TensorFlow and JAX backends; Keras runs on {backend!r} "
+                     "(not yet supported): set KERAS_BACKEND=tensorflow or jax before importing keras.")
+
+
 def check_keras3(obj, what="prune_sparse"):
+  check_backend()
   if isinstance(obj, keras.layers.Layer):
     return
   module = type(obj).__module__ or ""
