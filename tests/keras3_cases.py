@@ -290,6 +290,9 @@ def test_summaries_and_clear_errors(tmp_path):
   x, y = _data(16)
   with pytest.raises(ValueError, match="wrap_optimizer"):
     model.fit(x, np.zeros((16, 4), np.float32), verbose=0)  # an unwrapped optimizer would train inactive weights
+  for knobs, named in (({"initial_sparsity": 0.5}, "initial_sparsity"), ({"initial_acc_scale": 1.0}, "initial_acc")):
+    with pytest.raises(ValueError, match=named):  # not implemented here yet: refused, not ignored
+      sparse.prune_sparse(_mlp(), sparse.RigL(**knobs), sparsity=0.5)
   model = sparse.prune_sparse(_mlp(), "rigl", sparsity=0.5)
   optimizer = sparse.wrap_optimizer(keras.optimizers.SGD(0.1), model)
   with pytest.raises(ValueError, match="total_steps"):

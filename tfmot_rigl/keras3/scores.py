@@ -121,7 +121,6 @@ def grow_values(algorithm, weight, mask, grad, seed, initial_weight=None):
 
 
 def new_slot_values(algorithm, grad, slot):
-  scale = getattr(algorithm, "initial_acc_scale", 0.0)
-  if scale:
-    return ops.cast(grad * scale, slot.dtype)
+  """Optimizer slots of new connections start at zero (initial_acc_scale is refused by prune_sparse)."""
+  del algorithm, grad
   return ops.zeros_like(slot)
