@@ -1,15 +1,14 @@
 """Nothing a typo can do costs a run (issue 21): what `--overwrite` may replace, what a restart must keep, config
 paths kept inside model_dir, repeated flags and keys, import overrides that contradict the checkpoint, Ctrl-C.
 
-Each refusal is one line, exit code 2, and every file of the directories involved keeps its content hash. The
-refusals run in-process (`tfm` main); one subprocess proves Ctrl-C ends without a traceback.
+Each refusal is one line, exit code 2, and every file of the directories involved keeps its content hash. All run
+in-process (`tfm` main), Ctrl-C as a real SIGINT to this process.
 """
 import dataclasses
 import os
 import shutil
 import signal
-import subprocess
-import sys
+import threading
 import time
 
 import gin
@@ -242,29 +241,37 @@ def test_export_flag_given_twice(workspace, tmp_path, capsys):
 # --------------------------------------------------------------------------------------------------------------------
 # 7. Ctrl-C during `tfm train`: one line naming the last checkpoint, exit code 130.
 
-def test_sigint_during_training_names_the_last_checkpoint(tmp_path):
-  model_dir = str(tmp_path / 'run')
-  endless = quick('trainer.train_steps=100000')
-  process = subprocess.Popen(
-      [sys.executable, '-m', 'tfmot_rigl.cli.main', 'train', '--experiment=mnist_rigl', f'--model_dir={model_dir}',
-       '--mode=train', f'--params_override={endless},task.monitoring.record_masks_every=0'],
-      cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-  deadline = time.time() + 240
-  while time.time() < deadline and process.poll() is None and not (
-      os.path.isdir(model_dir) and tf.train.latest_checkpoint(model_dir)):
-    time.sleep(0.1)
-  assert process.poll() is None, process.communicate()[1][-3000:]
-  process.send_signal(signal.SIGINT)
-  _, stderr = process.communicate(timeout=120)
-  assert process.returncode == 130, stderr[-3000:]
-  assert 'Traceback' not in stderr and 'KeyboardInterrupt' not in stderr
-  ours = [line for line in stderr.splitlines() if line.startswith('tfm train:')]
+def _checkpoint_step(model_dir):
   latest = tf.train.latest_checkpoint(model_dir)
-  step = latest.rsplit('-', 1)[1]
-  assert ours == [f'tfm train: interrupted; the last checkpoint is {latest} (step {step}): run the same command '
-                  'again to resume from it.'], stderr[-3000:]
-  assert stderr.rstrip().endswith(ours[0])
+  return int(latest.rsplit('-', 1)[1]) if latest else 0
+
+
+def test_sigint_during_training_names_the_last_checkpoint(workspace, tmp_path, capsys):
+  """A real SIGINT, as Ctrl-C sends it, to this process while `tfm train` resumes the 4-step run towards 100000."""
+  run = str(tmp_path / 'run')
+  shutil.copytree(workspace / 'run', run)
+
+  def interrupt_after_a_new_checkpoint():
+    deadline = time.time() + 180
+    while time.time() < deadline and _checkpoint_step(run) <= 4:
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGINT)  # also past the deadline: the run must not go on for 100000 steps
+
+  watcher = threading.Thread(target=interrupt_after_a_new_checkpoint, daemon=True)
+  watcher.start()
+  with gin.unlock_config():
+    code = tfm.main(['train', '--experiment=mnist_rigl', f'--model_dir={run}', '--mode=train',
+                     f'--params_override={quick("trainer.train_steps=100000")},task.monitoring.record_masks_every=0'])
+  watcher.join()
+  err = capsys.readouterr().err
+  assert code == 130, err[-3000:]
+  assert 'Traceback' not in err and 'KeyboardInterrupt' not in err
+  latest = tf.train.latest_checkpoint(run)
+  assert _checkpoint_step(run) > 4
+  ours = [line for line in err.splitlines() if line.startswith('tfm train:')]
+  assert ours == [f'tfm train: interrupted; the last checkpoint is {latest} (step {_checkpoint_step(run)}): run the '
+                  'same command again to resume from it.'], err[-3000:]
+  assert err.rstrip().endswith(ours[0])
 
 
 # --------------------------------------------------------------------------------------------------------------------
