@@ -116,25 +116,32 @@ def test_readme_python_blocks_run_as_written(workdir):
   assert digits == list(mnist.load_bundled_mnist()["test_labels"][:5])  # the trained model reads them right
 
 
-def _keras3_block():
+def _keras3_section():
+  """The Python block and the bash commands of README.md's "Keras 3" section."""
   text = open(os.path.join(REPO, "README.md")).read()
-  section = re.split(r"^(?=## )", text, flags=re.M)
-  section = next(part for part in section if part.startswith("## Keras 3\n"))
+  section = next(part for part in re.split(r"^(?=## )", text, flags=re.M) if part.startswith("## Keras 3\n"))
   blocks = re.findall(r"^```python\n(.*?)^```", section, flags=re.M | re.S)
-  assert len(blocks) == 1 and not re.findall(r"^```bash", section, flags=re.M)
-  return blocks[0]
+  commands = [line for block in re.findall(r"^```bash\n(.*?)^```", section, flags=re.M | re.S)
+              for line in block.splitlines() if line.strip()]
+  assert len(blocks) == 1
+  return blocks[0], commands
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_readme_keras3_block_runs_as_written(backend, tmp_path):
   if backend == "jax" and importlib.util.find_spec("jax") is None:
     pytest.skip("jax is not installed (a test extra)")
+  block, commands = _keras3_section()
   env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-  result = subprocess.run([sys.executable, "-c", _keras3_block()], cwd=tmp_path, capture_output=True, text=True,
+  result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
                           timeout=900, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   printed = [line for line in result.stdout.splitlines() if line.startswith("{")]
   sparsities = eval(printed[-1])  # the printed {layer: fraction of zeros}
   assert set(sparsities) == {"dense", "dense_1"} and 0.85 < max(sparsities.values()) < 0.95  # ERK: logits dense
   assert (tmp_path / "sparse.keras").stat().st_size > 0 and (tmp_path / "sparse_saved_model").is_dir()
-  assert (tmp_path / "model.tflite").exists() == (backend == "tensorflow")
+  if backend == "tensorflow":  # the TFLite command is for the TF backend's SavedModel
+    assert commands == ["tfm tflite --saved_model=sparse_saved_model --output=sparse.tflite --sparse"]
+    result = _run(commands[0], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(sparse)" in result.stdout and "default tf.lite.Interpreter" in result.stdout, result.stdout[-2000:]
