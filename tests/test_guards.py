@@ -230,11 +230,16 @@ def test_bad_paths_and_repeats_are_one_line_and_write_nothing(args, message, tmp
   assert snapshot(tmp_path) == before
 
 
-def test_export_flag_given_twice(workspace, tmp_path, capsys):
-  assert tfm.main(['export', '--experiment=mnist_rigl', f'--model_dir={workspace}/run',
-                   f'--export_dir={tmp_path}/a', f'--export_dir={tmp_path}/b']) == 2
-  line = one_error_line(capsys.readouterr().err, 'export')
-  assert f"--export_dir is given twice, as '{tmp_path}/a' and as '{tmp_path}/b'" in line
+@pytest.mark.parametrize('command, flag, args', [
+    ('export', 'export_dir', ['--experiment=mnist_rigl', '--model_dir={ws}/run']),
+    ('report', 'model_dir', ['--experiment=mnist_rigl']),
+    ('plot', 'output_dir', ['--model_dir={ws}/run']),
+])
+def test_flag_given_twice_to_the_other_commands(command, flag, args, workspace, tmp_path, capsys):
+  assert tfm.main([command, *[arg.format(ws=workspace) for arg in args], f'--{flag}={tmp_path}/a',
+                   f'--{flag}={tmp_path}/b']) == 2
+  line = one_error_line(capsys.readouterr().err, command)
+  assert f"--{flag} is given twice, as '{tmp_path}/a' and as '{tmp_path}/b'" in line
   assert os.listdir(tmp_path) == []
 
 

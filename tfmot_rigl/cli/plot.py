@@ -9,6 +9,7 @@ import os
 from typing import List, Optional
 
 from tfmot_rigl.cli import UsageError
+from tfmot_rigl.cli import repeats
 from tfmot_rigl.cli import run_checks
 
 
@@ -20,11 +21,13 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
   parser = _Parser(prog='tfm plot', description='Write PNG plots of a tfm train run: sparsity per kernel over '
                    'steps, mask turnover per update and mask images at chosen steps.')
-  parser.add_argument('--model_dir', required=True, help='the --model_dir of a `tfm train` run')
-  parser.add_argument('--steps', default=None,
+  parser.add_argument('--model_dir', required=True, action=repeats.StoreOnce,
+                      help='the --model_dir of a `tfm train` run')
+  parser.add_argument('--steps', default=None, action=repeats.StoreOnce,
                       help="comma-separated steps whose recorded masks to draw, or 'all' "
                            '(default: first, middle and last recorded)')
-  parser.add_argument('--output_dir', default=None, help='where the PNGs go (default: MODEL_DIR/plots)')
+  parser.add_argument('--output_dir', default=None, action=repeats.StoreOnce,
+                      help='where the PNGs go (default: MODEL_DIR/plots)')
   return parser
 
 

@@ -5,6 +5,7 @@ without a word, although either may be the one the user meant. These checks name
 take several values (`--config_file`, applied in order) may repeat; repeating a flag or key with the same value is
 harmless. Keys may of course differ between sources: a --params_override is meant to override a --config_file.
 """
+import argparse
 from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import yaml
@@ -121,3 +122,15 @@ def check_duplicate_keys(config_files: Sequence[str], params_override) -> None:
       key, first, second = found
       raise UsageError(f'{flag} gives {key} twice, as {first} and as {second}: only the last would be used; keep '
                        'the one you mean.')
+
+
+class StoreOnce(argparse.Action):
+  """argparse's `store` for the argparse-based commands (`tfm plot`), refusing a second, different value."""
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    given = f'_{self.dest}_given'
+    if getattr(namespace, given, False) and getattr(namespace, self.dest) != values:
+      raise UsageError(f'{option_string} is given twice, as {getattr(namespace, self.dest)!r} and as {values!r}: '
+                       'only one would be used; give it once.')
+    setattr(namespace, given, True)
+    setattr(namespace, self.dest, values)
