@@ -10,6 +10,7 @@ Each backend runs in its own process (Keras 3 reads KERAS_BACKEND once, at impor
 
 Usage: python benchmarks/keras3_mnist.py [--backends tensorflow,jax] [--seeds 0,1,2] [--timing_repeats 5]
        python benchmarks/keras3_mnist.py --quick      # smoke run: 30 steps, one seed, short timing
+       python benchmarks/keras3_mnist.py --render a.json,b.json   # one table from runs made apart
 Writes docs/results/keras3_mnist.md and the raw runs as JSON next to it.
 """
 import argparse
@@ -116,6 +117,8 @@ def main():
   parser.add_argument("--timing_repeats", type=int, default=5)
   parser.add_argument("--quick", action="store_true", help="smoke run: 30 steps, ΔT = 5, one seed")
   parser.add_argument("--output", help="markdown path (default docs/results/keras3_mnist.md; --quick: a temp dir)")
+  parser.add_argument("--render", help="comma-separated JSONs of earlier runs (e.g. one per backend, run in "
+                      "parallel): only write their table")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -129,7 +132,10 @@ def main():
 
   output = args.output or (quick_output("keras3_mnist") if args.quick else "docs/results/keras3_mnist.md")
   results = []
-  for backend in args.backends.split(","):
+  for path in args.render.split(",") if args.render else []:
+    with open(path, encoding="utf-8") as f:
+      results += json.load(f)
+  for backend in [] if args.render else args.backends.split(","):
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--seeds", ",".join(map(str, args.seeds)),
                "--epochs", str(args.epochs), "--timing_repeats", str(args.timing_repeats)] + (
                    ["--quick"] if args.quick else [])
@@ -140,10 +146,11 @@ def main():
       raise SystemExit(f"{backend} run failed:\n{process.stdout[-3000:]}\n{process.stderr[-3000:]}")
     print("\n".join(line for line in process.stdout.splitlines() if not line.startswith("RESULT ")), flush=True)
     results.append(json.loads(lines[-1][len("RESULT "):]))
-  with open(os.path.splitext(output)[0] + ".json", "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1)
+  if not args.render:
+    with open(os.path.splitext(output)[0] + ".json", "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=1)
 
-  reference = _reference(args.seeds)
+  reference = _reference({r["seed"] for result in results for r in result["runs"]})
   rows = []
   for result in results:
     accuracies = np.array([r["accuracy"] for r in result["runs"]]) * 100
@@ -164,12 +171,13 @@ def main():
             "fc1 / fc2 / logits sparsity", "dense ms/step (median, range)", "RigL ms/step (median, range)",
             "RigL / dense step", "train s per run"]
   first = results[0]
-  notes = [f"{len(args.seeds)} seed(s) ({','.join(map(str, args.seeds))}); {first['epochs']} epoch(s) of "
+  seeds = sorted({r["seed"] for result in results for r in result["runs"]})
+  notes = [f"{len(seeds)} seed(s) ({','.join(map(str, seeds))}); {first['epochs']} epoch(s) of "
            f"{first['steps_per_epoch']} steps at batch {BATCH_SIZE}; ΔT = {first['update_frequency']}; `model.fit` "
            "with a jit-compiled step (XLA on TensorFlow, jax.jit on JAX). std is the sample standard deviation.",
            "tf_keras reference: the rigl 0.90 runs of the same seeds in docs/results/accuracy.json "
            "(benchmarks/accuracy.py, a custom tf.function loop over tf_keras).",
-           f"Step times: {args.timing_repeats} alternated epochs of {first['steps_per_epoch']} steps per model after a "
+           f"Step times: {len(first['step_ms']['dense'])} alternated epochs of {first['steps_per_epoch']} steps per model after a "
            "compiling one; the RigL epochs include their mask updates (every ΔT), so the ratio is the amortised "
            "overhead. Wall-clock on a shared 2-core CPU: only ratios within a row mean much."]
   write_table(output, "LeNet-300-100 on MNIST through the Keras 3 API: RigL ERK 90% per backend", header, rows,

@@ -290,6 +290,9 @@ def test_summaries_and_clear_errors(tmp_path):
   x, y = _data(16)
   with pytest.raises(ValueError, match="wrap_optimizer"):
     model.fit(x, np.zeros((16, 4), np.float32), verbose=0)  # an unwrapped optimizer would train inactive weights
+  dense = _mlp()
+  optimizer = keras.optimizers.SGD(0.1)
+  assert sparse.prune_sparse(dense, "dense") is dense and sparse.wrap_optimizer(optimizer, dense) is optimizer
   for knobs, named in (({"initial_sparsity": 0.5}, "initial_sparsity"), ({"initial_acc_scale": 1.0}, "initial_acc")):
     with pytest.raises(ValueError, match=named):  # not implemented here yet: refused, not ignored
       sparse.prune_sparse(_mlp(), sparse.RigL(**knobs), sparsity=0.5)
