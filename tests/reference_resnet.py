@@ -86,7 +86,7 @@ def reference_values(layers, sparsity: Callable[[str, Tuple[int, ...]], Optional
   values: Dict[str, np.ndarray] = {'global_step': np.array(32000, dtype=np.int64)}
   for scope, shape, bn in layers:
     fan_in = int(np.prod(shape[:-1]))
-    kernel = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    kernel = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
     depthwise = shape[-1] == 1 and len(shape) == 4 and 'depthwise' in scope
     layer_sparsity = None if depthwise else sparsity(scope, shape)
     if depthwise:

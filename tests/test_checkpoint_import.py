@@ -72,6 +72,18 @@ def assert_fails_without_the_patch(logits: np.ndarray, expected: np.ndarray) -> 
   assert relative_difference(logits[:, 1:], expected) > 100 * RELATIVE_TOLERANCE
 
 
+def patch_as_the_task_does(model: keras.Model, experiment: str, model_dir: str) -> int:
+  """`match_tf1_reference` on an imported model built without it, as the task applies it when params.yaml sets
+  `task.model.match_tf1_reference` (as the import writes it): ReLU for ReLU6 in MobileNets. Returns the layers changed.
+
+  One build serves the negative control and the comparison; the task's own path (params.yaml to the patch) is
+  compared at the same bar by `test_tfm_export_ships_the_reference_function` and `tfm train --mode=eval`.
+  """
+  params = imported_params(experiment, model_dir)
+  assert params.task.model.match_tf1_reference
+  return tf1_reference.match_tf1_reference(model, relu_activations=params.task.model.backbone.type == 'mobilenet')
+
+
 def readme_command(prefix: str):
   """The README's one shell line that starts with `prefix` and works on README_MODEL_DIR, as an argv list."""
   with open(os.path.join(REPO, 'README.md')) as readme:
@@ -197,9 +209,8 @@ def test_outputs_equal_the_reference_forward_pass(resnet, resnet_model):
   expected = reference.resnet50_forward(image, resnet['values'])
   # Negative control: without the reference's padding the same comparison fails.
   assert_fails_without_the_patch(resnet_model(image, training=False).numpy(), expected['logits'].numpy())
-  # The patch as the task applies it when params.yaml sets match_tf1_reference (as the import writes it).
-  assert imported_params('resnet_rigl', resnet['model_dir']).task.model.match_tf1_reference
-  assert tf1_reference.match_tf1_reference(resnet_model) == 4  # the 7x7 stem, the strided 3x3s (1x1 shortcuts: valid)
+  # The 7x7 stem and the three strided 3x3s (the strided 1x1 shortcuts pad nothing: 'valid').
+  assert patch_as_the_task_does(resnet_model, 'resnet_rigl', resnet['model_dir']) == 4
   # The backbone is a chain up to its first block: run its layers one by one to see the stem and block outputs.
   backbone = next(layer for layer in resnet_model.layers if isinstance(layer, keras.Model))
   x, stem_out = image, None
@@ -330,29 +341,30 @@ def mobilenet_v2(tmp_path_factory):
   return _import_mobilenet(tmp_path_factory.mktemp('import_mobilenet_v2'), 'mobilenet_v2')
 
 
+def _assert_mobilenet_matches_only_with_the_patch(imported: dict, changed: int) -> None:
+  model = load_imported('mobilenet_rigl', imported['model_dir'], match_reference=False)
+  assert_fails_without_the_patch(model(imported['images'], training=False).numpy(), imported['expected'])
+  assert patch_as_the_task_does(model, 'mobilenet_rigl', imported['model_dir']) == changed
+  assert_computes_the_reference(model(imported['images'], training=False).numpy(), imported['expected'])
+
+
 def test_mobilenet_v1_import_matches_the_reference_at_a_small_input(mobilenet_v1):
   lines = mobilenet_v1['import_lines']
   assert len(lines) == 2 + 4 * 13 + 1  # stem conv and batch norm, 13 x (depthwise, bn, pointwise, bn), head
   assert sum('sparsity 0.7500' in line for line in lines if '/contraction_1x1_' in line) == 13
   dense = ('resnet_model/depthwise_nxn_', 'resnet_model/initial_conv/')  # as the reference keeps them
   assert not any('sparsity' in line for line in lines if line.startswith(dense))
-  model = load_imported('mobilenet_rigl', mobilenet_v1['model_dir'])
-  assert_computes_the_reference(model(mobilenet_v1['images'], training=False).numpy(), mobilenet_v1['expected'])
+  # Padding: the stem and the 4 strided depthwise convolutions; ReLU: the stem's and the 13 blocks'.
+  _assert_mobilenet_matches_only_with_the_patch(mobilenet_v1, changed=5 + 14)
 
 
 def test_mobilenet_v2_import_matches_the_reference_at_a_small_input(mobilenet_v2):
   lines = mobilenet_v2['import_lines']
   assert len(lines) == 2 * (len(mobilenet_v2['layers']) - 1) + 1  # every convolution with its batch norm, the head
   assert sum('sparsity 0.7500' in line for line in lines) == 16 + 17 + 1  # expand, contraction, final 1x1 conv
-  model = load_imported('mobilenet_rigl', mobilenet_v2['model_dir'])
-  assert_computes_the_reference(model(mobilenet_v2['images'], training=False).numpy(), mobilenet_v2['expected'])
-
-
-@pytest.mark.parametrize('architecture', sorted(MOBILENETS))
-def test_mobilenet_without_the_reference_patch_fails_the_comparison(architecture, request):
-  imported = request.getfixturevalue(architecture)
-  model = load_imported('mobilenet_rigl', imported['model_dir'], match_reference=False)
-  assert_fails_without_the_patch(model(imported['images'], training=False).numpy(), imported['expected'])
+  # Padding: the stem and the 4 strided depthwise convolutions; ReLU: the stem, the 17 blocks' expansion activations
+  # (block 0 holds one it does not use), their 17 depthwise ones and the final 1x1 convolution's.
+  _assert_mobilenet_matches_only_with_the_patch(mobilenet_v2, changed=5 + 1 + 17 + 17 + 1)
 
 
 def test_unexpected_variables_are_listed(mobilenet_v1, tmp_path, capsys):
