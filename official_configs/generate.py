@@ -107,6 +107,62 @@ def gradual_rows() -> List[Row]:
   return table
 
 
+# Model Garden's pruning project (official/projects/pruning in tensorflow/models): TFMOT's PolynomialDecay from 20 %
+# on every prunable kernel (uniform, stem and head included; MobileNet-v2's depthwise kernels too), starting from a
+# dense ImageNet checkpoint, with its own batch, steps and learning rates; top-1 as its README publishes it.
+ANCHORS_PRUNING_PROJECT = 'Model Garden pruning project README'
+PRUNING_PROJECT = {
+    # name: (experiment, sparsity, model overrides, losses/data/trainer, (end_step, frequency), dense top-1, top-1)
+    'resnet50': ('resnet_rigl', 0.8, {}, dict(
+        batch=1024, train_steps=50000, validation_steps=50, loop=1251,
+        optimizer={'type': 'sgd', 'sgd': {'momentum': 0.9, 'nesterov': False}},
+        learning_rate={'initial_learning_rate': 0.01, 'decay_steps': 2502, 'decay_rate': 0.9, 'staircase': True}),
+        (40000, 40), 76.704, 75.508),
+    'mobilenet2': ('mobilenet_rigl', 0.5, {'dropout_rate': 0.1, 'backbone': {'mobilenet': {'model_id': 'MobileNetV2'}}},
+                   dict(batch=1024, train_steps=125100, validation_steps=98, loop=2502,
+                        optimizer={'type': 'rmsprop', 'rmsprop': {'rho': 0.9, 'momentum': 0.9, 'epsilon': 0.002}},
+                        learning_rate={'initial_learning_rate': 0.04, 'decay_steps': 5004, 'decay_rate': 0.85,
+                                       'staircase': True}),
+                   (80000, 400), 72.768, 71.334),
+}
+DENSE_CHECKPOINT = 'DENSE_MODEL_DIR'  # placeholder: left as it is, `tfm train` stops at once naming it
+
+
+def _pruning_project_rows() -> List[Row]:
+  table = []
+  for name, (experiment, sparsity, model, train, (end_step, frequency), dense, top1) in PRUNING_PROJECT.items():
+    data = {'global_batch_size': train['batch']}
+    task = {'model': model, 'losses': {'l2_weight_decay': 0.0, 'one_hot': True, 'label_smoothing': 0.1},
+            'train_data': dict(data), 'validation_data': dict(data),
+            'init_checkpoint': DENSE_CHECKPOINT, 'init_checkpoint_modules': 'all'}
+    loop = train['loop']
+    trainer = {'train_steps': train['train_steps'], 'validation_steps': train['validation_steps'],
+               'validation_interval': loop, 'steps_per_loop': loop, 'summary_interval': loop,
+               'checkpoint_interval': loop,
+               'optimizer_config': {'optimizer': train['optimizer'],
+                                    'learning_rate': {'type': 'exponential', 'exponential': train['learning_rate']},
+                                    'warmup': {'type': 'linear', 'linear': {'warmup_steps': 0}}}}
+    depthwise = {'sparsify_depthwise': True} if name.startswith('mobilenet') else {}
+    title, stock = {'resnet50': ('ResNet-50', 'resnet_imagenet'),
+                    'mobilenet2': ('MobileNet-v2', 'mobilenet_imagenet')}[name]
+    start = (f'from a dense checkpoint (task.init_checkpoint: replace {DENSE_CHECKPOINT} by the model_dir of a dense '
+             f'run, e.g. Model Garden\'s {stock})')
+    magnitude = _sparsity_block('magnitude', sparsity, 'uniform', False, initial_sparsity=0.2, begin_step=0,
+                                end_step=end_step, update_frequency=frequency, **depthwise)
+    table.append(Row(
+        f'{name}_pruning_magnitude_s{_percent(sparsity)}.yaml', experiment,
+        f'{title}, Model Garden pruning project: gradual magnitude 20 -> {sparsity:.0%} (PolynomialDecay to step '
+        f'{end_step}, every {frequency} steps) {start}; dense top-1 {dense}',
+        {'task': dict(task, sparsity=magnitude), 'trainer': trainer}, top1, ANCHORS_PRUNING_PROJECT))
+    rigl = _sparsity_block('rigl', sparsity, 'uniform', False, initial_mask='magnitude', **depthwise)
+    table.append(Row(
+        f'{name}_pruning_rigl_s{_percent(sparsity)}.yaml', experiment,
+        f'{title}, the pruning project\'s run with RigL at {sparsity:.0%} (ΔT = 100, α = 0.3 cosine, updates until '
+        f'75%) {start}, keeping its largest weights (initial_mask: magnitude)',
+        {'task': dict(task, sparsity=rigl), 'trainer': trainer}))
+  return table
+
+
 def rows() -> List[Row]:
   table = [Row('resnet50_dense.yaml', 'resnet_rigl', 'ResNet-50, dense baseline',
                {'task': {'sparsity': _sparsity_block('dense', 0.0, 'uniform', None)},
@@ -149,7 +205,7 @@ def rows() -> List[Row]:
           f'wrn22_2_{method}_s{_percent(sparsity)}.yaml', 'wrn_cifar10_rigl',
           f'WideResNet-22-2 on CIFAR-10, {method.upper() if method != "magnitude" else "gradual magnitude pruning"} '
           f'{sparsity:.0%}', {'task': {'sparsity': block}}, anchor, ANCHORS_REFERENCE_MD if anchor else ''))
-  return table + gradual_rows()
+  return table + gradual_rows() + _pruning_project_rows()
 
 
 def command(row: Row) -> str:
@@ -203,6 +259,15 @@ plots).
 Measured with this code so far (CPU only): `tfm train --experiment=mnist_rigl --model_dir=MODEL_DIR` (the paper's
 784-300-100-10 MLP, RigL ERK 90%, 10 epochs, no YAML needed) reaches 98.13% test accuracy in 2 min 36 s on 2 CPU
 cores.
+
+Prune from a pretrained model as Model Garden's pruning project (official/projects/pruning in tensorflow/models)
+does: the `*_pruning_magnitude_*` rows are its ResNet-50 80 % and MobileNet-v2 50 % runs (TFMOT's PolynomialDecay
+from 20 % on every prunable kernel, its batch 1024, steps, SGD / RMSprop and exponential learning rates, no weight
+decay), started from a dense checkpoint by `task.init_checkpoint` (replace `DENSE_MODEL_DIR` with the model_dir of a
+dense run: Model Garden's `resnet_imagenet` / `mobilenet_imagenet` trainers, or `resnet50_dense.yaml`); their anchors
+are the top-1 its README publishes (dense 76.704 and 72.768). The `*_pruning_rigl_*` rows run the same schedule with
+RigL at the final sparsity from the dense checkpoint's largest weights (`initial_mask: magnitude`); nothing is
+published for them.
 
 This file and the YAML files are generated: edit the table in `generate.py` and run
 `python official_configs/generate.py` (`--check` verifies they are up to date).

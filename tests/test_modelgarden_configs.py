@@ -181,7 +181,9 @@ def test_every_yaml_builds_its_model():
     experiment, params = yaml_experiment(path)
     key = (experiment, str(params.task.model.as_dict()), params.task.sparsity.sparsify_depthwise)
     by_architecture.setdefault(key, []).append((path, params))
-  assert len(by_architecture) == 4  # ResNet-50, MobileNet-v1, MobileNet-v2, WRN-22-2
+  # ResNet-50, MobileNet-v1, MobileNet-v2, WRN-22-2, and MobileNet-v2 with its depthwise kernels sparsified (dropout
+  # 0.1), as Model Garden's pruning project prunes it (official_configs/mobilenet2_pruning_*).
+  assert len(by_architecture) == 5
 
   for (experiment, _, _), rows in by_architecture.items():
     model = _stock_model(rows[0][1])
@@ -201,7 +203,8 @@ def test_every_yaml_builds_its_model():
       if params.task.sparsity.method != 'dense':
         assert achieved == pytest.approx(params.task.sparsity.sparsity, abs=1e-3), os.path.basename(path)
 
-    sparse_rows = [(path, params) for path, params in rows if params.task.sparsity.method == 'rigl']
+    sparse_rows = sorted([(path, params) for path, params in rows if params.task.sparsity.method == 'rigl'],
+                         key=lambda row: '_pruning_' in row[0])  # a paper row first where there is one (ResNet: ERK)
     path, params = sparse_rows[0]
     sparse_model = sparse_keras.prune_sparse(model, algorithm=params.task.sparsity.algorithm(),
                                              **params.task.sparsity.prune_kwargs())
@@ -225,3 +228,24 @@ def test_train_microbatches_must_divide_the_batch_and_be_positive():
     params.override({'task': {'train_microbatches': value}})
     with pytest.raises(ValueError, match=message):
       params.validate()
+
+
+@pytest.mark.parametrize('name, sparsity, end_step, frequency, optimizer', [
+    ('resnet50', 0.8, 40000, 40, 'sgd'), ('mobilenet2', 0.5, 80000, 400, 'rmsprop')])
+def test_pruning_project_rows_prune_from_a_dense_checkpoint_on_its_schedule(name, sparsity, end_step, frequency,
+                                                                              optimizer):
+  _, magnitude = yaml_experiment(os.path.join(OFFICIAL_CONFIGS, f'{name}_pruning_magnitude_s{sparsity * 100:g}.yaml'))
+  _, rigl = yaml_experiment(os.path.join(OFFICIAL_CONFIGS, f'{name}_pruning_rigl_s{sparsity * 100:g}.yaml'))
+  for params in (magnitude, rigl):
+    assert params.task.init_checkpoint == 'DENSE_MODEL_DIR' and params.task.init_checkpoint_modules == 'all'
+    assert params.task.train_data.global_batch_size == 1024 and params.task.losses.l2_weight_decay == 0
+    assert params.trainer.optimizer_config.optimizer.type == optimizer
+    assert params.trainer.optimizer_config.learning_rate.type == 'exponential'
+    block = params.task.sparsity
+    assert (block.sparsity, block.distribution, block.first_layer_dense) == (sparsity, 'uniform', False)
+    assert block.sparsify_depthwise == (name == 'mobilenet2')
+  algorithm = magnitude.task.sparsity.algorithm()
+  assert isinstance(algorithm, algorithms.Magnitude) and algorithm.initial_sparsity == 0.2
+  assert algorithm.window(magnitude.trainer.train_steps) == (0, end_step) and algorithm.update_frequency == frequency
+  assert magnitude.task.sparsity.initial_mask == 'random'  # dense checkpoint, PolynomialDecay from 20 %
+  assert (rigl.task.sparsity.method, rigl.task.sparsity.initial_mask) == ('rigl', 'magnitude')

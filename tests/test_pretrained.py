@@ -86,3 +86,11 @@ def test_initial_mask_checks():
     tfmot_rigl.prune_sparse(model, "rigl", sparsity=0.5, initial_mask="ones")
   with pytest.raises(ValueError, match="does not apply to SNIP"):
     tfmot_rigl.prune_sparse(model, "snip", sparsity=0.5, initial_mask="magnitude")
+
+
+def test_magnitude_initial_sparsity_is_tfmot_polynomial_decay_start():
+  model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8)])
+  sparse = tfmot_rigl.prune_sparse(model, tfmot_rigl.Magnitude(initial_sparsity=0.2, end_step=100), sparsity=0.8,
+                                   distribution="uniform", first_layer_dense=False)
+  schedule = tfmot_rigl.sparse_wrappers(sparse)[0].pruning_schedule
+  assert (schedule.initial_sparsity, schedule.final_sparsity) == (0.2, 0.8)

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ("## Two commands", "## The Python API", "## Model Garden", "## Export and accounting")
+SECTIONS = ("## Two commands", "## The Python API", "## Model Garden", "## Starting from a pretrained model",
+            "## Export and accounting")
 INSTALL = "python3.11 -m venv .venv && . .venv/bin/activate && pip install -e . && "
 TESTS = "pip install -e '.[test]' && python -m pytest -q -n 2 tests"  # what CI runs: this very suite
 
@@ -82,6 +83,11 @@ EXPECTED = {
     "tfm tflite --saved_model=export/mnist --output=mnist_sparse.tflite --sparse": (0, "default tf.lite.Interpreter"),
     "tfm tflite --saved_model=export/mnist --output=mnist_int8.tflite --int8": (0, "default tf.lite.Interpreter"),
     "tfm report --experiment=mnist_rigl --model_dir=model_dir/mnist_rigl": (0, "conv/dense kernels left dense"),
+    "tfm train --experiment=mnist_rigl --model_dir=model_dir/mnist_dense --params_override=task.sparsity.method=dense,"
+    "trainer.train_steps=300": (0, "Sparse training summary: dense"),
+    "tfm train --experiment=mnist_rigl --model_dir=model_dir/mnist_from_dense --params_override="
+    "task.init_checkpoint=model_dir/mnist_dense,task.sparsity.initial_mask=magnitude,trainer.train_steps=300":
+        (0, "init checkpoint model_dir/mnist_dense/ckpt-300: loaded 6 variables; first masks: magnitude."),
     "tfm train --experiment=mnist_rigl --model_dir=model_dir/mnist_block --params_override="
     "task.sparsity.block_shape=[4,1],trainer.train_steps=200": (0, "Sparse training summary: rigl"),
     "tfm export --experiment=mnist_rigl --model_dir=model_dir/mnist_block --export_dir=export/mnist_block":
@@ -103,8 +109,8 @@ def test_readme_commands_run_as_written(workdir):
 
 def test_readme_python_blocks_run_as_written(workdir):
   blocks = _blocks("python")
-  assert len(blocks) == 2
-  for block in blocks:  # the API snippet, then load-and-predict on export/mnist from the commands above
+  assert len(blocks) == 3
+  for block in blocks:  # the API snippet, the pretrained one, then load-and-predict on export/mnist from above
     if not (workdir / "export/mnist").exists():
       assert _run("tfm export --experiment=mnist_rigl --model_dir=model_dir/mnist_rigl --export_dir=export/mnist",
                   workdir).returncode == 0

@@ -16,11 +16,13 @@ class Magnitude(base.SparseAlgorithm):
   uses_masks = False
 
   def __init__(self, update_frequency: int = 100, begin_step=0, end_step=0.75, power: int = 3, seed_offset: int = 0,
-               block_shape=(1, 1)):
+               block_shape=(1, 1), initial_sparsity=None):
+    # initial_sparsity: PolynomialDecay's own (None: 0, a dense start), as Model Garden's pruning project sets it.
     super().__init__(update_frequency=update_frequency, begin_step=begin_step, end_step=end_step,
-                     seed_offset=seed_offset, block_shape=block_shape)
+                     seed_offset=seed_offset, block_shape=block_shape, initial_sparsity=initial_sparsity)
     self.power = power
 
   def get_config(self):
     return {"update_frequency": self.update_frequency, "begin_step": self.begin_step, "end_step": self.end_step,
-            "power": self.power, "seed_offset": self.seed_offset, "block_shape": list(self.block_shape)}
+            "power": self.power, "seed_offset": self.seed_offset, "block_shape": list(self.block_shape),
+            "initial_sparsity": self.initial_sparsity}

@@ -200,9 +200,10 @@ def _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_inde
   pending = {what: value for what, value in (("begin_step", begin), ("end_step", end), ("prune_end", prune_end))
              if isinstance(value, training_steps.PendingStep)}
   if algorithm.name == "magnitude":
-    # From a magnitude or checkpoint mask, the schedule holds the final sparsity (TFMOT re-selects by magnitude).
+    # From initial_sparsity (0: dense) to the target; from a magnitude or checkpoint mask the schedule holds the target.
     schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0 if initial_mask == "random" else layer_sparsity, final_sparsity=layer_sparsity,
+        initial_sparsity=min(algorithm.initial_sparsity or 0.0, layer_sparsity) if initial_mask == "random"
+        else layer_sparsity, final_sparsity=layer_sparsity,
         begin_step=0 if "begin_step" in pending else begin,
         end_step=1 if "end_step" in pending else end, power=algorithm.power, frequency=algorithm.update_frequency)
     # TFMOT's block pruning takes 2-D kernels only: Dense layers get the blocks, others stay unstructured.
@@ -227,8 +228,7 @@ def _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_inde
 def _start(wrappers):
   initial_masks.reset_masks(wrappers)  # masks from the weights the layers hold (magnitude), weights masked
   for wrapper in wrappers:
-    # TFMOT's wrapper counts steps from -1 and asserts >= 1 after its first increment; start it where its
-    # UpdatePruningStep callback would (the optimizer's step), so neither fit nor custom loops need that callback.
+    # TFMOT's wrapper counts steps from -1 (asserting >= 1 after an increment): start it where UpdatePruningStep would.
     wrapper.pruning_step.assign(0)
 
 

@@ -45,7 +45,8 @@ class SparsityConfig(hyperparams.Config):
       unstructured. Other kernels stay unstructured.
     block_norm: a block's drop score: l1 (sum of |w|) or l2 (Euclidean norm).
     initial_sparsity: set, rigl, snfs: gradual (GraNet-style) pruning from the distribution at this global sparsity
-      to `sparsity` on a cubic schedule by `prune_end`, drop/grow going on; None (default) is off.
+      to `sparsity` on a cubic schedule by `prune_end`, drop/grow going on; None (default) is off. magnitude: the
+      initial sparsity of TFMOT's PolynomialDecay (None: 0), as Model Garden's pruning project sets it.
     prune_end: when gradual pruning reaches `sparsity`: a step (int) or a fraction of total_steps (float).
     initial_mask: where the first masks come from: random (the paper's start; SNIP and magnitude start dense) |
       magnitude (each layer keeps its largest |W|: the start for a pretrained task.init_checkpoint) | checkpoint
