@@ -110,14 +110,18 @@ def sparse_run(jpeg_records, tmp_path_factory):
 
 
 def _override(records, extra):
-  data = (f'input_path={records},tfds_name=,global_batch_size=4,shuffle_buffer_size=16')
-  return ('--params_override=runtime.enable_xla=false,task.model.input_size=[32,32,3],'
-          'task.model.backbone.resnet.model_id=10,task.model.backbone.resnet.depth_multiplier=0.0625,'
-          'task.model.num_classes=4,'
-          + ','.join(f'task.{split}.{item}' for split in ('train_data', 'validation_data') for item in data.split(','))
-          + ',task.sparsity.sparsity=0.5,task.sparsity.update_frequency=1,task.sparsity.end_step=2,'
-          'trainer.train_steps=2,trainer.steps_per_loop=2,trainer.summary_interval=2,trainer.checkpoint_interval=2,'
-          f'trainer.validation_steps=1,trainer.validation_interval=2,{extra}')
+  """--params_override for the tiny ResNet on `records`; `extra` ('key=value,...') replaces keys of the defaults."""
+  data = {'input_path': records, 'tfds_name': '', 'global_batch_size': 4, 'shuffle_buffer_size': 16}
+  items = {'runtime.enable_xla': 'false', 'task.model.input_size': '[32,32,3]',
+           'task.model.backbone.resnet.model_id': 10, 'task.model.backbone.resnet.depth_multiplier': 0.0625,
+           'task.model.num_classes': 4, 'task.sparsity.sparsity': 0.5, 'task.sparsity.update_frequency': 1,
+           'task.sparsity.end_step': 2, 'trainer.train_steps': 2, 'trainer.steps_per_loop': 2,
+           'trainer.summary_interval': 2, 'trainer.checkpoint_interval': 2, 'trainer.validation_steps': 1,
+           'trainer.validation_interval': 2}
+  items.update({f'task.{split}.{key}': value for split in ('train_data', 'validation_data')
+                for key, value in data.items()})
+  items.update(item.split('=', 1) for item in extra.split(','))
+  return '--params_override=' + ','.join(f'{key}={value}' for key, value in items.items())
 
 
 def _tfm_train(records, model_dir, extra):
