@@ -65,6 +65,8 @@ task.sparsity.* (YAML or --params_override):
                       unstructured;  block_norm: l1 | l2 (a block's drop score)
   initial_sparsity    set/rigl/snfs: gradual (GraNet-style) pruning from this global sparsity to `sparsity`
                       (null: off);  prune_end: step or fraction of training where the target is reached (0.375)
+  initial_mask        random (default) | magnitude (keep each layer's largest |W|, for a pretrained
+                      task.init_checkpoint) | checkpoint (the masks of task.init_checkpoint)
   seed                seeds the masks and every random draw of the updates
   total_steps         steps that fractional begin/end refer to (default: trainer.train_steps)
 A misspelt key or invalid value stops `tfm train` before anything is written. README.md ("Methods and knobs") and
