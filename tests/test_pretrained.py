@@ -94,3 +94,42 @@ def test_magnitude_initial_sparsity_is_tfmot_polynomial_decay_start():
                                    distribution="uniform", first_layer_dense=False)
   schedule = tfmot_rigl.sparse_wrappers(sparse)[0].pruning_schedule
   assert (schedule.initial_sparsity, schedule.final_sparsity) == (0.2, 0.8)
+
+
+def _tiny(units=6):
+  return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation="relu", name="a"),
+                           keras.layers.Dense(3, name="b")])
+
+
+@pytest.mark.parametrize("writer", ["checkpoint", "save_weights"])
+def test_load_pretrained_reads_dense_checkpoints_into_a_sparse_model(tmp_path, writer):
+  dense = _tiny()
+  for index, variable in enumerate(dense.weights):
+    variable.assign(tf.random.stateless_normal(variable.shape, [index, 1]) + 3.0)  # no zeros, all distinct
+  path = str(tmp_path / "dense")
+  if writer == "checkpoint":
+    tf.train.Checkpoint(model=dense).write(path)
+  else:
+    dense.save_weights(path)
+  sparse = tfmot_rigl.prune_sparse(_tiny(), "static", sparsity=0.5, distribution="uniform", first_layer_dense=False,
+                                   initial_mask="magnitude")
+  plan = tfmot_rigl.load_pretrained(sparse, path)
+  assert "loaded 4 variables; first masks: magnitude" in plan.line()
+  for wrapper, reference in zip(tfmot_rigl.sparse_wrappers(sparse), (dense.layers[0], dense.layers[1])):
+    kernel, mask = wrapper.layer.kernel.numpy(), wrapper.pruning_vars[0][1].numpy()
+    np.testing.assert_array_equal(kernel, reference.kernel.numpy() * mask)  # loaded, then masked by magnitude
+    assert np.abs(reference.kernel.numpy())[mask == 1].min() >= np.abs(reference.kernel.numpy())[mask == 0].max()
+    np.testing.assert_array_equal(wrapper.layer.bias.numpy(), reference.bias.numpy())
+
+
+def test_load_pretrained_refuses_another_network_and_changes_nothing(tmp_path):
+  path = str(tmp_path / "other")
+  tf.train.Checkpoint(model=_tiny(units=5)).write(path)
+  sparse = tfmot_rigl.prune_sparse(_tiny(), "rigl", sparsity=0.5, distribution="uniform", first_layer_dense=False)
+  before = [w.numpy() for w in sparse.weights]
+  with pytest.raises(tfmot_rigl.keras.PretrainedError, match=r"does not fit this model: a/kernel has shape \[4, 6\] "
+                     r"here, \[4, 5\] in the checkpoint"):
+    tfmot_rigl.load_pretrained(sparse, path)
+  with pytest.raises(tfmot_rigl.keras.PretrainedError, match="does not exist"):
+    tfmot_rigl.load_pretrained(sparse, str(tmp_path / "nowhere"))
+  assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, sparse.weights))
