@@ -1,15 +1,13 @@
-"""`tfm import-checkpoint`: the RigL reference's TF1 checkpoints as Model Garden model_dirs.
+"""`tfm import-checkpoint` of the RigL reference ResNet-50 (the README's commands), and the reference-matching patch.
 
-The source checkpoints are written in the reference's exact variable layout (tests/reference_resnet.py) at full
-ResNet-50 / MobileNet-v1 / v2 size with random values, random 75-80 % masks and batch norms calibrated on a few images
-(so activations stay alive under the masks: two images get clearly different logits). The imported model must hold
-the same kernels and masks and compute what the reference's forward pass computes: logits within 1e-4 of the
-reference's (relative to its largest logit), top-1 agreeing. Negative control: the same models built without
-`match_tf1_reference` fail that comparison.
+The source checkpoint is written in the reference's exact variable layout (tests/reference_resnet.py) at full
+ResNet-50 size with random values, ERK-80 % masks and batch norms calibrated on two images (so activations stay alive
+under the masks: two images get clearly different logits). The imported model must hold the same kernels and masks
+and compute what the reference's forward pass computes: logits within 1e-4 of the reference's (relative to its
+largest logit), top-1 agreeing; built without `match_tf1_reference` it must fail that comparison (tests/
+imported_models.py). MobileNet-v1/v2: tests/test_checkpoint_import_mobilenet.py.
 """
-import argparse
 import contextlib
-import glob
 import io
 import os
 import re
@@ -19,69 +17,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
-from official.core import task_factory
 from official.vision.modeling.layers import nn_blocks
 
+import imported_models as imported
 import reference_resnet as reference
 import tfmot_rigl
-from tfmot_rigl.cli import export as export_cli
 from tfmot_rigl.cli import main as tfm
-from tfmot_rigl.export import saved_model
 from tfmot_rigl.modelgarden import checkpoint_import
 from tfmot_rigl.modelgarden import reference_checkpoint
 from tfmot_rigl.modelgarden import tf1_reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ERK_SPARSITY = 0.8
-
-
 README_MODEL_DIR = 'model_dir/rn50_erk80_imported'
-RELATIVE_TOLERANCE = 1e-4  # of the logits, relative to the largest reference logit
-LIVE_SPREAD = 0.1  # two images' reference logits differ by at least this much of the largest logit
-
-
-def _images(seed: int, size: int, count: int = 2) -> np.ndarray:
-  return np.random.default_rng(seed).uniform(-2.0, 2.0, (count, size, size, 3)).astype(np.float32)
-
-
-def relative_difference(logits: np.ndarray, expected: np.ndarray) -> float:
-  """max |logits - expected| over max |expected|: the logits' error on the scale of the reference's logits."""
-  return float(np.abs(logits - expected).max() / np.abs(expected).max())
-
-
-def assert_live(expected: np.ndarray) -> None:
-  """The reference logits of two different images differ clearly; dead activations would hide any difference."""
-  spread = relative_difference(expected[0], expected[1])
-  assert spread > LIVE_SPREAD, f'two images\' reference logits differ by only {spread:.2e} (relative): dead network'
-
-
-def assert_computes_the_reference(logits: np.ndarray, expected: np.ndarray) -> None:
-  """Model Garden's 1001-way logits against the reference's 1000: classes 1..1000 within RELATIVE_TOLERANCE, the
-  background class 0 at BACKGROUND_BIAS, top-1 agreeing on every image."""
-  assert_live(expected)
-  assert (logits[:, 0] == checkpoint_import.BACKGROUND_BIAS).all()
-  difference = relative_difference(logits[:, 1:], expected)
-  assert difference <= RELATIVE_TOLERANCE, f'logits differ from the reference\'s by {difference:.2e} (relative)'
-  assert (np.argmax(logits, axis=1) - 1 == np.argmax(expected, axis=1)).all()
-
-
-def assert_fails_without_the_patch(logits: np.ndarray, expected: np.ndarray) -> None:
-  """Negative control: logits of the model built without `match_tf1_reference` fail the comparison, clearly."""
-  with pytest.raises(AssertionError):
-    assert_computes_the_reference(logits, expected)
-  assert relative_difference(logits[:, 1:], expected) > 100 * RELATIVE_TOLERANCE
-
-
-def patch_as_the_task_does(model: keras.Model, experiment: str, model_dir: str) -> int:
-  """`match_tf1_reference` on an imported model built without it, as the task applies it when params.yaml sets
-  `task.model.match_tf1_reference` (as the import writes it): ReLU for ReLU6 in MobileNets. Returns the layers changed.
-
-  One build serves the negative control and the comparison; the task's own path (params.yaml to the patch) is
-  compared at the same bar by `test_tfm_export_ships_the_reference_function` and `tfm train --mode=eval`.
-  """
-  params = imported_params(experiment, model_dir)
-  assert params.task.model.match_tf1_reference
-  return tf1_reference.match_tf1_reference(model, relu_activations=params.task.model.backbone.type == 'mobilenet')
 
 
 def readme_command(prefix: str):
@@ -89,33 +37,6 @@ def readme_command(prefix: str):
   with open(os.path.join(REPO, 'README.md')) as readme:
     (line,) = [line.strip() for line in readme if line.startswith(prefix) and README_MODEL_DIR in line]
   return shlex.split(line)
-
-
-def imported_params(experiment: str, model_dir: str, override: str = ''):
-  """The config `tfm report` / `tfm export` read from an imported model_dir (its params.yaml)."""
-  return export_cli.experiment_params(argparse.Namespace(
-      experiment=experiment, config_file=[], params_override=override, tpu='', tf_data_service='',
-      model_dir=model_dir))
-
-
-def load_imported(experiment: str, model_dir: str, match_reference: bool = True):
-  """The imported model as `tfm report` / `tfm export` load it: params.yaml's config, weights from ckpt-0.
-
-  `match_reference=False` builds it without the reference-matching patch (the negative control).
-  """
-  params = imported_params(experiment, model_dir, '' if match_reference else 'task.model.match_tf1_reference=false')
-  assert params.task.model.match_tf1_reference == match_reference
-  model, _ = saved_model.load_trained_model(params, model_dir)
-  return model
-
-
-def _error_line(capsys) -> str:
-  """The one error line of a failed `tfm import-checkpoint` (stderr may also hold the model build's log lines)."""
-  captured = capsys.readouterr()
-  lines = [line for line in captured.err.splitlines() if line.startswith('tfm import-checkpoint: error:')]
-  assert len(lines) == 1, captured.err
-  assert 'Traceback' not in captured.err
-  return lines[0]
 
 
 @pytest.fixture(scope='module')
@@ -131,7 +52,7 @@ def resnet(tmp_path_factory):
   os.makedirs(workdir / os.path.dirname(source))
   values = reference.write_reference_checkpoint(
       str(workdir / source), layers, lambda scope, shape: erk[scope],
-      calibration=(lambda x, v: reference.resnet50_forward(x, v)['logits'], _images(1, 224)))
+      calibration=(lambda x, v: reference.resnet50_forward(x, v)['logits'], imported.images(1, 224)))
   outputs = []
   cwd = os.getcwd()
   os.chdir(workdir)
@@ -152,7 +73,7 @@ def resnet(tmp_path_factory):
 def resnet_model(resnet):
   """The imported model as `tfm report` loads it, but built with `match_tf1_reference` off (one ResNet-50 build for
   the negative control and the comparison: `test_outputs_equal_the_reference_forward_pass` turns the patch on)."""
-  return load_imported('resnet_rigl', resnet['model_dir'], match_reference=False)
+  return imported.load_imported('resnet_rigl', resnet['model_dir'], match_reference=False)
 
 
 def test_every_reference_variable_is_mapped_and_printed(resnet):
@@ -205,12 +126,12 @@ def test_imported_kernels_and_masks_equal_the_source(resnet, resnet_model):
 
 
 def test_outputs_equal_the_reference_forward_pass(resnet, resnet_model):
-  image = _images(7, 224)
+  image = imported.images(7, 224)
   expected = reference.resnet50_forward(image, resnet['values'])
   # Negative control: without the reference's padding the same comparison fails.
-  assert_fails_without_the_patch(resnet_model(image, training=False).numpy(), expected['logits'].numpy())
+  imported.assert_fails_without_the_patch(resnet_model(image, training=False).numpy(), expected['logits'].numpy())
   # The 7x7 stem and the three strided 3x3s (the strided 1x1 shortcuts pad nothing: 'valid').
-  assert patch_as_the_task_does(resnet_model, 'resnet_rigl', resnet['model_dir']) == 4
+  assert imported.patch_as_the_task_does(resnet_model, 'resnet_rigl', resnet['model_dir']) == 4
   # The backbone is a chain up to its first block: run its layers one by one to see the stem and block outputs.
   backbone = next(layer for layer in resnet_model.layers if isinstance(layer, keras.Model))
   x, stem_out = image, None
@@ -222,8 +143,8 @@ def test_outputs_equal_the_reference_forward_pass(resnet, resnet_model):
       block_out = x
       break
   for name, output in (('stem', stem_out), ('block1', block_out)):
-    assert relative_difference(output.numpy(), expected[name].numpy()) <= RELATIVE_TOLERANCE, name
-  assert_computes_the_reference(resnet_model(image, training=False).numpy(), expected['logits'].numpy())
+    assert imported.relative_difference(output.numpy(), expected[name].numpy()) <= imported.RELATIVE_TOLERANCE, name
+  imported.assert_computes_the_reference(resnet_model(image, training=False).numpy(), expected['logits'].numpy())
 
 
 def test_model_garden_padding_alone_would_differ_from_the_reference(resnet):
@@ -290,159 +211,15 @@ def test_errors_are_one_line_with_exit_code_2(resnet, tmp_path, capsys):
   workdir = resnet['workdir']
   base = ['import-checkpoint', '--experiment=resnet_rigl', f'--model_dir={tmp_path / "new"}']
   assert tfm.main(base + [f'--source={workdir}/missing/model.ckpt-1']) == 2
-  assert 'not found' in _error_line(capsys)
+  assert 'not found' in imported.error_line(capsys)
   assert tfm.main(['import-checkpoint', '--experiment=resnet_rigl', f'--source={resnet["source"]}',
                    f'--model_dir={resnet["model_dir"]}']) == 2
-  assert 'already holds a run' in _error_line(capsys)
+  assert 'already holds a run' in imported.error_line(capsys)
   # Another network's checkpoint: told before any model is built.
   assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl', f'--source={resnet["source"]}',
                    f'--model_dir={tmp_path / "mobilenet"}']) == 2
-  assert 'holds the reference resnet50' in _error_line(capsys)
+  assert 'holds the reference resnet50' in imported.error_line(capsys)
   assert not os.path.exists(tmp_path / 'new') and not os.path.exists(tmp_path / 'mobilenet')
-
-
-# The reference MobileNets, imported at small inputs (the reference network takes any size).
-MOBILENETS = {
-    'mobilenet_v1': (reference.mobilenet_v1_layers, reference.mobilenet_v1_forward, 96,
-                     'mobilenet1_rigl_uniform_s75_1x.yaml'),
-    'mobilenet_v2': (reference.mobilenet_v2_layers, reference.mobilenet_v2_forward, 64,
-                     'mobilenet2_rigl_uniform_s75_1x.yaml'),
-}
-
-
-def _import_mobilenet(workdir, architecture: str) -> dict:
-  """A calibrated reference checkpoint as the paper's runs leave it (first layer and depthwise kernels dense, the
-  rest at 75 %), imported by `tfm import-checkpoint`; the reference's logits on two other images."""
-  layers_of, forward, size, row = MOBILENETS[architecture]
-  layers = layers_of()
-  source = str(workdir / 'model.ckpt-32000')
-  values = reference.write_reference_checkpoint(
-      source, layers, lambda scope, shape: None if scope.endswith('initial_conv') else 0.75,
-      calibration=(forward, _images(1, size)))
-  model_dir = str(workdir / 'model_dir')
-  buffer = io.StringIO()
-  with contextlib.redirect_stdout(buffer):
-    assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl', f'--config_file={REPO}/official_configs/{row}',
-                     f'--params_override=task.model.input_size=[{size},{size},3]', f'--source={source}',
-                     f'--model_dir={model_dir}']) == 0
-  images = _images(5, size)
-  return dict(workdir=workdir, layers=layers, values=values, source=source, model_dir=model_dir, images=images,
-              expected=forward(images, values).numpy(), forward=forward,
-              import_lines=[line for line in buffer.getvalue().splitlines() if ' -> ' in line])
-
-
-@pytest.fixture(scope='module')
-def mobilenet_v1(tmp_path_factory):
-  return _import_mobilenet(tmp_path_factory.mktemp('import_mobilenet_v1'), 'mobilenet_v1')
-
-
-@pytest.fixture(scope='module')
-def mobilenet_v2(tmp_path_factory):
-  return _import_mobilenet(tmp_path_factory.mktemp('import_mobilenet_v2'), 'mobilenet_v2')
-
-
-def _assert_mobilenet_matches_only_with_the_patch(imported: dict, changed: int) -> None:
-  model = load_imported('mobilenet_rigl', imported['model_dir'], match_reference=False)
-  assert_fails_without_the_patch(model(imported['images'], training=False).numpy(), imported['expected'])
-  assert patch_as_the_task_does(model, 'mobilenet_rigl', imported['model_dir']) == changed
-  assert_computes_the_reference(model(imported['images'], training=False).numpy(), imported['expected'])
-
-
-def test_mobilenet_v1_import_matches_the_reference_at_a_small_input(mobilenet_v1):
-  lines = mobilenet_v1['import_lines']
-  assert len(lines) == 2 + 4 * 13 + 1  # stem conv and batch norm, 13 x (depthwise, bn, pointwise, bn), head
-  assert sum('sparsity 0.7500' in line for line in lines if '/contraction_1x1_' in line) == 13
-  dense = ('resnet_model/depthwise_nxn_', 'resnet_model/initial_conv/')  # as the reference keeps them
-  assert not any('sparsity' in line for line in lines if line.startswith(dense))
-  # Padding: the stem and the 4 strided depthwise convolutions; ReLU: the stem's and the 13 blocks'.
-  _assert_mobilenet_matches_only_with_the_patch(mobilenet_v1, changed=5 + 14)
-
-
-def test_mobilenet_v2_import_matches_the_reference_at_a_small_input(mobilenet_v2):
-  lines = mobilenet_v2['import_lines']
-  assert len(lines) == 2 * (len(mobilenet_v2['layers']) - 1) + 1  # every convolution with its batch norm, the head
-  assert sum('sparsity 0.7500' in line for line in lines) == 16 + 17 + 1  # expand, contraction, final 1x1 conv
-  # Padding: the stem and the 4 strided depthwise convolutions; ReLU: the stem, the 17 blocks' expansion activations
-  # (block 0 holds one it does not use), their 17 depthwise ones and the final 1x1 convolution's.
-  _assert_mobilenet_matches_only_with_the_patch(mobilenet_v2, changed=5 + 1 + 17 + 17 + 1)
-
-
-def test_unexpected_variables_are_listed(mobilenet_v1, tmp_path, capsys):
-  source = str(tmp_path / 'model.ckpt-1')
-  reference.write_reference_checkpoint(
-      source, mobilenet_v1['layers'], lambda scope, shape: None if scope.endswith('initial_conv') else 0.75,
-      extra={'resnet_model/squeeze_excite_3/weights': np.zeros((8, 8), np.float32)})
-  assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl',
-                   '--params_override=task.model.input_size=[96,96,3]',
-                   f'--source={source}', f'--model_dir={tmp_path / "out"}']) == 2
-  line = _error_line(capsys)
-  assert 'resnet_model/squeeze_excite_3/weights' in line and 'does not' in line
-  assert not os.path.exists(tmp_path / 'out')
-
-
-def _write_records(path: str, images, labels) -> None:
-  with tf.io.TFRecordWriter(path) as writer:
-    for image, label in zip(images, labels):
-      writer.write(tf.train.Example(features=tf.train.Features(feature={
-          'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.encode_jpeg(image).numpy()])),
-          'image/class/label': tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-      })).SerializeToString())
-
-
-def test_tfm_train_evaluates_the_imported_model(mobilenet_v1):
-  """Records labelled with the reference's own predictions: `tfm train --mode=eval` must score 100% on them."""
-  model_dir = mobilenet_v1['model_dir']
-  params_file = os.path.join(model_dir, 'params.yaml')
-  records = str(mobilenet_v1['workdir'] / 'validation.tfrecord')
-  images = np.random.default_rng(11).integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
-  _write_records(records, images, [0] * 4)
-  override = (f'task.train_data.input_path={records},task.validation_data.input_path={records},'
-              'task.validation_data.global_batch_size=4,trainer.validation_steps=1')
-  # The evaluation's own preprocessing (decode, centre crop, resize, normalise) of those images.
-  params = export_cli.experiment_params(argparse.Namespace(
-      experiment='mobilenet_rigl', config_file=[], params_override=override, tpu='', tf_data_service='',
-      model_dir=model_dir))
-  task = task_factory.get_task(params.task)
-  preprocessed, _ = next(iter(task.build_inputs(params.task.validation_data)))
-  labels = np.argmax(reference.mobilenet_v1_forward(preprocessed, mobilenet_v1['values']).numpy(), axis=1) + 1
-  assert len(set(labels)) > 1  # live activations: 100 % is not one class predicted for every image
-  _write_records(records, images, labels)
-  assert tfm.main(['train', '--mode=eval', '--experiment=mobilenet_rigl', f'--config_file={params_file}',
-                   f'--model_dir={model_dir}', f'--params_override={override}']) == 0
-  assert _summary_values(os.path.join(model_dir, 'validation'), 'accuracy') == [1.0]
-
-
-def _summary_values(log_dir: str, tag: str) -> list:
-  """Every value of scalar `tag` in the TensorBoard event files of `log_dir`."""
-  values = []
-  for path in sorted(glob.glob(os.path.join(log_dir, 'events.out.tfevents.*'))):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      values += [float(tf.make_ndarray(value.tensor)) for value in event.summary.value if value.tag == tag]
-  return values
-
-
-def test_tfm_export_ships_the_reference_function(mobilenet_v1, tmp_path, capsys):
-  """The serving SavedModel keeps the reference's padding and ReLU (they live on the layers, not in the config)."""
-  model_dir = mobilenet_v1['model_dir']
-  export_dir = str(tmp_path / 'export')
-  assert tfm.main(['export', '--experiment=mobilenet_rigl', f'--model_dir={model_dir}', f'--export_dir={export_dir}',
-                   '--input_type=tflite']) == 0
-  serving = tf.saved_model.load(export_dir).signatures['serving_default']
-  outputs = serving(tf.constant(mobilenet_v1['images']))
-  logits = next(value for key, value in outputs.items() if 'logits' in key).numpy()
-  assert_computes_the_reference(logits, mobilenet_v1['expected'])
-
-
-def test_masks_the_experiment_cannot_hold_are_an_error(mobilenet_v1, tmp_path, capsys):
-  """A sparse first layer imported with a config that keeps it dense (uniform, first layer dense)."""
-  source = str(tmp_path / 'model.ckpt-1')
-  reference.write_reference_checkpoint(source, mobilenet_v1['layers'], lambda scope, shape: 0.5)
-  assert tfm.main(['import-checkpoint', '--experiment=mobilenet_rigl',
-                   '--params_override=task.model.input_size=[96,96,3]',
-                   f'--source={source}', f'--model_dir={tmp_path / "out"}']) == 2
-  line = _error_line(capsys)
-  assert 'resnet_model/initial_conv is sparse in the checkpoint' in line and 'official_configs' in line
-  assert not os.path.exists(tmp_path / 'out')
 
 
 def _tf1_unpruned_names():
