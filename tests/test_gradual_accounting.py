@@ -13,6 +13,7 @@ from tfmot_rigl.core import accounting
 from tfmot_rigl.core import gradual
 from tfmot_rigl.core import training_flops
 from tfmot_rigl.keras import accounting as keras_accounting
+from tfmot_rigl import plots
 from tfmot_rigl.modelgarden import summaries
 from test_summaries import read_events
 
@@ -67,16 +68,19 @@ def test_python_report_sums_the_schedule(method):
   assert counted["total_flops"] == pytest.approx((60 + 20 + 190) / 3 * 10 * 3) and "gradual_phases" not in counted
 
 
-def test_live_scalars_and_summary_table_follow_the_schedule(tmp_path, capsys):
+def test_live_scalars_summary_table_and_sparsity_plot_follow_the_schedule(tmp_path, capsys):
   model, algorithm = _gradual_model()
   optimizer = tfmot_rigl.wrap_optimizer(keras.optimizers.SGD(0.1), model)
-  optimizer.build(model.trainable_variables)
+  kernel = model.trainable_variables[0]
   reporter = summaries.SparseTrainingReporter(model, optimizer, str(tmp_path), algorithm, train_steps=10,
                                               batch_size=3, evaluates=False)
+  optimizer.build(model.trainable_variables)
   reporter.start()
-  for step in (5, 10):
-    optimizer.iterations.assign(step)
-    reporter.on_train_loop_end({})
+  grads = np.random.RandomState(0).randn(10, 10, 10).astype(np.float32)
+  for step in range(10):
+    optimizer.apply_gradients([(grads[step], kernel)])
+    if step + 1 in (5, 10):
+      reporter.on_train_loop_end({})
   events = read_events(os.path.join(str(tmp_path), "sparsity"))
   flops = events[summaries.TRAINING_FLOPS_TAG]
   assert flops[5] == pytest.approx(3 * HAND_AT_5["rigl"]) and flops[10] == pytest.approx(3 * HAND["rigl"])
@@ -84,6 +88,10 @@ def test_live_scalars_and_summary_table_follow_the_schedule(tmp_path, capsys):
   table = capsys.readouterr().out
   row = next(line for line in table.splitlines() if line.startswith("training FLOPs so far")).split()
   assert float(row[-3]) == pytest.approx(3 * HAND["rigl"], rel=1e-3)
+  # The sparsity summaries (what `tfm plot` draws in sparsity.png) follow the schedule: 0.5 at the start, 0.9 from
+  # the update at prune_end (step 4) on.
+  assert sorted(events["sparsity/fc"].items()) == [(0, 0.5), (5, pytest.approx(0.9)), (10, pytest.approx(0.9))]
+  assert plots.plot_run(str(tmp_path), str(tmp_path / "plots"))[0].endswith("sparsity.png")
 
 
 def _brute_force(ops, plan, steps, method):
