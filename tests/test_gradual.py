@@ -154,6 +154,10 @@ def test_fit_resolves_a_fractional_prune_end_and_config_round_trips():
     size = int(np.prod(wrapper.pruning_vars[0][1].shape))
     assert int(wrapper.pruning_vars[0][1].numpy().sum()) == size - int(np.floor(wrapper.sparsity_of(0) * size))
   assert tfmot_rigl.algorithms.deserialize(tfmot_rigl.algorithms.serialize(algorithm)) == algorithm
+  # The wrapper's config (what .keras / SavedModel files store) keeps the schedule and the starting sparsities.
+  wrapper = tfmot_rigl.sparse_wrappers(model)[0]
+  rebuilt = type(wrapper).from_config(wrapper.get_config())
+  assert rebuilt.pruning_schedule == schedule and rebuilt.initial_sparsity_of(0) == wrapper.initial_sparsity_of(0)
   assert tfmot_rigl.RigL().initial_sparsity is None and not tfmot_rigl.RigL().gradual
 
 
