@@ -96,9 +96,9 @@ def test_magnitude_initial_sparsity_is_tfmot_polynomial_decay_start():
   assert (schedule.initial_sparsity, schedule.final_sparsity) == (0.2, 0.8)
 
 
-def _tiny(units=6):
+def _tiny(units=6, classes=3):
   return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation="relu", name="a"),
-                           keras.layers.Dense(3, name="b")])
+                           keras.layers.Dense(classes, name="b")])
 
 
 @pytest.mark.parametrize("writer", ["checkpoint", "save_weights"])
@@ -133,3 +133,18 @@ def test_load_pretrained_refuses_another_network_and_changes_nothing(tmp_path):
   with pytest.raises(tfmot_rigl.keras.PretrainedError, match="does not exist"):
     tfmot_rigl.load_pretrained(sparse, str(tmp_path / "nowhere"))
   assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, sparse.weights))
+
+
+def test_checkpoint_masks_into_a_new_head_keep_the_loaded_layers_masks(tmp_path):
+  half = dict(sparsity=0.5, distribution="uniform", first_layer_dense=False)
+  source = tfmot_rigl.prune_sparse(_tiny(), "rigl", seed=1, **half)
+  path = str(tmp_path / "sparse")
+  tf.train.Checkpoint(model=source).write(path)
+  target = tfmot_rigl.prune_sparse(_tiny(classes=5), "static", initial_mask="checkpoint", **half)
+  head_mask = target.layers[1].pruning_vars[0][1].numpy()
+  # Load the first layer only (its kernel, bias and mask), as init_checkpoint_modules=backbone does.
+  tfmot_rigl.load_pretrained(target, path, required=target.layers[0].layer.weights)
+  loaded, original = target.layers[0], source.layers[0]
+  np.testing.assert_array_equal(loaded.pruning_vars[0][1].numpy(), original.pruning_vars[0][1].numpy())
+  np.testing.assert_array_equal(loaded.layer.kernel.numpy(), original.layer.kernel.numpy())
+  np.testing.assert_array_equal(target.layers[1].pruning_vars[0][1].numpy(), head_mask)  # the new head's own

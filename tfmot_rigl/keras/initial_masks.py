@@ -82,7 +82,7 @@ def reset_masks(wrappers, masks=None) -> None:
 
   Args:
     wrappers: pruning wrappers (SparseWrapper or TFMOT's), built.
-    masks: {id(mask variable): array} for initial_mask='checkpoint' (see `check_checkpoint_masks`).
+    masks: {id(mask variable): array} for initial_mask="checkpoint" (from `pretrained.plan_load`).
   """
   for wrapper in wrappers:
     kind = initial_mask_of(wrapper)
@@ -92,9 +92,9 @@ def reset_masks(wrappers, masks=None) -> None:
       weight = _variable(weight)
       if index < len(getattr(wrapper, "initial_weights", [])):
         wrapper.initial_weights[index].assign(weight)  # grow_init=initial_dist draws from the loaded weights
-      if kind == "checkpoint" and masks is not None:
+      if kind == "checkpoint" and masks is not None and id(mask) in masks:
         value = tf.cast(masks[id(mask)] != 0, mask.dtype)
-      elif kind == "random":
+      elif kind in ("random", "checkpoint"):  # checkpoint: a layer not loaded (a new head) keeps its first mask
         value = mask  # the seeded random mask drawn at build: independent of the weights
       else:
         value = first_mask(wrapper, index, weight)
