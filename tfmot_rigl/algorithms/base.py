@@ -38,12 +38,25 @@ def make_algorithm(method: str, **knobs) -> "SparseAlgorithm":
   """
   if method not in _REGISTRY:
     raise ValueError(f"Unknown sparse training method {method!r}; use one of {', '.join(_REGISTRY)}.")
+  knobs = tfmot_spelling(knobs, "make_algorithm")
   known = {name: set(cls().get_config()) for name, cls in _REGISTRY.items()}
   unknown = sorted(set(knobs) - set().union(*known.values()))
   if unknown:
     raise ValueError(f"Unknown sparse training knob(s) {unknown}; valid knobs are "
                      f"{sorted(set().union(*known.values()))}.")
   return _REGISTRY[method](**{k: v for k, v in knobs.items() if k in known[method]})
+
+
+def tfmot_spelling(knobs: dict, who: str) -> dict:
+  """TFMOT's `block_size` (prune_low_magnitude's name, same orientation: [in, out] of a Dense kernel) is block_shape."""
+  if "block_size" not in knobs:
+    return knobs
+  knobs = dict(knobs)
+  if "block_shape" in knobs:
+    raise TypeError(f"{who} got both block_size={knobs['block_size']!r} (TFMOT's name) and block_shape="
+                    f"{knobs['block_shape']!r}; they are the same knob: pass one.")
+  knobs["block_shape"] = knobs.pop("block_size")
+  return knobs
 
 
 def deserialize(config) -> "SparseAlgorithm":
@@ -78,6 +91,7 @@ class _IgnoresOtherMethodsKnobs(type):
   """
 
   def __call__(cls, *args, **knobs):
+    knobs = tfmot_spelling(knobs, f"{cls.__name__}()")
     if knobs and _REGISTRY:
       own = set(type.__call__(cls).get_config())
       every = set().union(*(set(type.__call__(other).get_config()) for other in _REGISTRY.values()))
@@ -188,8 +202,8 @@ class SparseAlgorithm(metaclass=_IgnoresOtherMethodsKnobs):
 
   # --- masks -----------------------------------------------------------------------------------------------------
   def in_blocks(self, shape) -> bool:
-    """Whether a kernel of `shape` is masked in blocks of `block_shape` (see core/blocks.py)."""
-    return blocks.applies(shape, self.block_shape)
+    """Whether a kernel of `shape` is masked in blocks of `block_shape`: a 2-D view they tile (core/blocks.py)."""
+    return blocks.applies(shape, self.block_shape) and blocks.tiles(shape, self.block_shape)
 
   def initial_mask(self, shape, sparsity: float, seed) -> tf.Tensor:
     """Mask before training: uniformly random at the layer's sparsity (SNIP overrides: dense until its one shot).

@@ -8,7 +8,9 @@ the distribution's sparsity counts blocks. Everything else (exact counts, ties, 
 mask math run on the block grid.
 
 Kernels with a 2-D view (Dense kernels, and convolutions whose spatial dims are all 1, i.e. 1×1 convs) get blocks;
-others (e.g. 3×3 convs) stay unstructured — their weights are not in a matrix TFLite could run block-sparse.
+others (e.g. 3×3 convs) stay unstructured — their weights are not in a matrix TFLite could run block-sparse. So do
+kernels the blocks do not tile (e.g. 300 inputs in blocks of 16): they are masked per element, and `prune_sparse`
+names them in one line, rather than counting partial edge blocks that TFLite could not store as blocks either.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -41,6 +43,11 @@ def applies(shape: Sequence[int], block_shape) -> bool:
   """Whether a kernel of `shape` is masked in blocks: a non-trivial block and a 2-D view (leading dims all 1)."""
   shape = [int(d) for d in shape]
   return tuple(block_shape) != (1, 1) and len(shape) >= 2 and all(d == 1 for d in shape[:-2])
+
+
+def tiles(shape: Sequence[int], block_shape) -> bool:
+  """Whether blocks of `block_shape` tile the [in, out] view of a kernel of `shape` exactly."""
+  return int(shape[-2]) % block_shape[0] == 0 and int(shape[-1]) % block_shape[1] == 0
 
 
 def grid_shape(shape: Sequence[int], block_shape, name: Optional[str] = None) -> Tuple[int, int]:

@@ -51,6 +51,12 @@ def layer_sparsities(shapes: Mapping[str, Sequence[int]],
     raise ValueError(f"Unknown distribution {distribution!r}; use one of {', '.join(DISTRIBUTIONS)}.")
   if not shapes:
     raise ValueError("No sparsifiable layers were given; a sparsity distribution needs at least one layer.")
+  for name, shape in shapes.items():
+    dims = list(shape) if isinstance(shape, (list, tuple)) or hasattr(shape, "__len__") else None
+    if (not dims or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in dims)
+        or (distribution == "er" and len(dims) < 2)):
+      raise ValueError(f"Layer {name!r} has kernel shape {shape!r}; give each layer its kernel shape as positive "
+                       "integers (at least 2 dims for er), e.g. (784, 300).")
   custom = dict(custom_sparsities or {})
   unknown = sorted(set(custom) - set(shapes))
   if unknown:

@@ -24,6 +24,7 @@ from tf_keras.src.optimizers import utils as optimizer_utils
 import tf_keras as keras
 
 from tfmot_rigl import algorithms
+from tfmot_rigl.keras import attach
 from tfmot_rigl.keras import slots as slot_lookup
 from tfmot_rigl.keras import training_steps
 from tfmot_rigl.keras.prune import sparse_wrappers
@@ -243,8 +244,13 @@ def wrap_optimizer(optimizer, model):
     optimizer.__class__ = sparse_cls
   optimizer._sparse_targets = _Targets(wrappers, model)
   training_steps.resolve_in_fit(model)  # fractional windows of layers wrapped one by one: fit resolves them too
-  for wrapper in wrappers:
-    wrapper.pruning_step.assign(tf.cast(optimizer.iterations, tf.int64))
-    if isinstance(wrapper, SparseWrapper):
-      wrapper.attach_optimizer(optimizer)
+  with tf.init_scope():  # also when the first step of fit wraps it (tfmot_rigl.keras.attach)
+    step = max(int(wrapper.pruning_step.numpy()) for wrapper in wrappers)
+    if int(optimizer.iterations.numpy()) == 0 and step > 0:
+      # A new optimizer (or one a SavedModel gave back without its state) for a model that has trained: the masks'
+      # schedule continues at the model's step, as a restored optimizer would (its slots start from zero).
+      optimizer.iterations.assign(step)
+    for wrapper in wrappers:
+      wrapper.pruning_step.assign(tf.cast(optimizer.iterations, tf.int64))
+      attach.attach(wrapper, optimizer)
   return optimizer

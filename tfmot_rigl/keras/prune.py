@@ -16,13 +16,16 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 
 from tfmot_rigl import algorithms
 from tfmot_rigl.core import distributions
+from tfmot_rigl.keras import attach
 from tfmot_rigl.keras import gradual as gradual_start
 from tfmot_rigl.keras import initial_masks
 from tfmot_rigl.keras import subclassed
 from tfmot_rigl.keras import training_steps
 from tfmot_rigl.keras.log import logger
+from tfmot_rigl.keras.schedule import MagnitudeSchedule
 from tfmot_rigl.keras.schedule import SparseSchedule
 from tfmot_rigl.keras.wrapper import SparseWrapper
+from tfmot_rigl.keras.wrapper import note_kernels_not_tiled
 
 
 @keras.utils.register_keras_serializable(package="tfmot_rigl")
@@ -195,41 +198,36 @@ def _layer_seed_index(layer) -> int:
 def _make_wrapper(layer, algorithm, layer_sparsity, begin, end, seed, layer_index, weight_sparsities=None,
                   gradual=None, initial_mask="random"):
   """The pruning wrapper of one layer: TFMOT's own for Magnitude, ours for the sparse-from-scratch methods.
-  `gradual`: (layer's initial sparsity, prune_end, initial weight sparsities or None) for gradual pruning."""
+
+  `gradual`: (layer's initial sparsity, prune_end, initial weight sparsities or None) for gradual pruning. A
+  fractional step (a `PendingStep`) stays in the schedule until fit resolves it (training_steps.before_fit)."""
   initial_sparsity, prune_end, initial_weight_sparsities = gradual or (None, 0, None)
-  pending = {what: value for what, value in (("begin_step", begin), ("end_step", end), ("prune_end", prune_end))
-             if isinstance(value, training_steps.PendingStep)}
   if algorithm.name == "magnitude":
     # From initial_sparsity (0: dense) to the target; from a magnitude or checkpoint mask the schedule holds the target.
-    schedule = tfmot.sparsity.keras.PolynomialDecay(
+    schedule = MagnitudeSchedule(
         initial_sparsity=min(algorithm.initial_sparsity or 0.0, layer_sparsity) if initial_mask == "random"
-        else layer_sparsity, final_sparsity=layer_sparsity,
-        begin_step=0 if "begin_step" in pending else begin,
-        end_step=1 if "end_step" in pending else end, power=algorithm.power, frequency=algorithm.update_frequency)
+        else layer_sparsity, final_sparsity=layer_sparsity, begin_step=begin, end_step=end, power=algorithm.power,
+        frequency=algorithm.update_frequency)
     # TFMOT's block pruning takes 2-D kernels only: Dense layers get the blocks, others stay unstructured.
     block_size = algorithm.block_shape if isinstance(layer, keras.layers.Dense) else (1, 1)
     wrapper = pruning_wrapper.PruneLowMagnitude(layer, pruning_schedule=schedule, block_size=block_size,
                                                 block_pooling_type="AVG")
     initial_masks.mark(wrapper, initial_mask)
-  else:
-    schedule = SparseSchedule(layer_sparsity, begin_step=0 if "begin_step" in pending else begin,
-                              end_step=0 if pending else end, update_frequency=algorithm.update_frequency,
-                              drop_fraction=algorithm.drop_fraction,
-                              drop_fraction_anneal=algorithm.drop_fraction_anneal, initial_sparsity=initial_sparsity,
-                              prune_end=0 if pending else prune_end)
-    wrapper = SparseWrapper(layer, schedule, algorithm=algorithm, seed=seed, layer_index=layer_index,
-                            weight_sparsities=weight_sparsities, initial_weight_sparsities=initial_weight_sparsities,
-                            initial_mask=initial_mask)
-  for what, value in pending.items():  # resolved by fit (training_steps.resolve_in_fit) or an error saying what to do
-    setattr(schedule, what, value)
-  return wrapper
+    attach.guard_magnitude_wrapper(wrapper)
+    return wrapper
+  schedule = SparseSchedule(layer_sparsity, begin_step=begin, end_step=end, update_frequency=algorithm.update_frequency,
+                            drop_fraction=algorithm.drop_fraction, drop_fraction_anneal=algorithm.drop_fraction_anneal,
+                            initial_sparsity=initial_sparsity, prune_end=prune_end)
+  return SparseWrapper(layer, schedule, algorithm=algorithm, seed=seed, layer_index=layer_index,
+                       weight_sparsities=weight_sparsities, initial_weight_sparsities=initial_weight_sparsities,
+                       initial_mask=initial_mask)
 
 
 def _start(wrappers):
   initial_masks.reset_masks(wrappers)  # masks from the weights the layers hold (magnitude), weights masked
   for wrapper in wrappers:
-    # TFMOT's wrapper counts steps from -1 (asserting >= 1 after an increment): start it where UpdatePruningStep would.
-    wrapper.pruning_step.assign(0)
+    if isinstance(wrapper, SparseWrapper):  # TFMOT's own (Magnitude) keeps -1 until something drives it (attach.py)
+      wrapper.pruning_step.assign(0)
 
 
 def prune_sparse(to_prune, algorithm=None, sparsity: float = 0.9, distribution: str = "erk",
@@ -312,6 +310,7 @@ def prune_sparse(to_prune, algorithm=None, sparsity: float = 0.9, distribution: 
   else:
     sparse_model = _wrap_in_place(model, wrap, replaced)
   _start(sparse_wrappers(sparse_model))
+  note_kernels_not_tiled(sparse_wrappers(sparse_model), algorithm)
   if total_steps and (algorithm.dynamic or algorithm.name == "magnitude"):
     training_steps.check_update_count(algorithm, begin, end, total_steps)
   training_steps.resolve_in_fit(sparse_model)
@@ -370,6 +369,7 @@ def _prune_layer(layer, algorithm, sparsity, sparsify_depthwise, seed, total_ste
   if layer.built:
     wrapper.build(None)
     _start([wrapper])
+    note_kernels_not_tiled([wrapper], algorithm)
   return wrapper
 
 
@@ -395,5 +395,6 @@ def strip_sparse(model):
 def sparse_scope():
   """Custom-object scope for loading models saved with sparse wrappers (like `tfmot.sparsity.keras.prune_scope`)."""
   return keras.utils.custom_object_scope({"SparseWrapper": SparseWrapper, "SparseSchedule": SparseSchedule,
+                                          "MagnitudeSchedule": MagnitudeSchedule,
                                           "PruneLowMagnitude": pruning_wrapper.PruneLowMagnitude,
                                           "SparsifiableDepthwiseConv2D": SparsifiableDepthwiseConv2D})

@@ -5,6 +5,7 @@ Without it, the wrapped optimizer scores SNIP on the first training batch by its
 import tensorflow as tf
 
 from tfmot_rigl.algorithms import SNIP
+from tfmot_rigl.keras import attach
 from tfmot_rigl.keras.prune import sparse_wrappers
 
 
@@ -40,7 +41,7 @@ def apply_snip(model, batches, loss_fn, num_batches: int = 1):
   kernels = [kernel for _, _, kernel, _ in targets]
   scores = [tf.zeros_like(k) for k in kernels]
   for x, y in chosen:
-    with tf.GradientTape() as tape:
+    with tf.GradientTape() as tape, attach.scoring():
       loss = loss_fn(y, model(x, training=False))
     grads = tape.gradient(loss, kernels)
     scores = [s + SNIP.scores(k, g) / len(chosen) for s, k, g in zip(scores, kernels, grads)]

@@ -11,7 +11,6 @@ working unchanged. What differs from TFMOT's wrapper:
   * per-layer algorithm state (e.g. SNFS's gradient EMA) lives here, so checkpoints and SavedModels carry it.
 """
 import inspect
-import weakref
 
 import tensorflow as tf
 import tf_keras as keras
@@ -20,7 +19,9 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 from tfmot_rigl import algorithms
 from tfmot_rigl.core import blocks
 from tfmot_rigl.core import masks as mask_math
+from tfmot_rigl.keras import attach
 from tfmot_rigl.keras import initial_masks
+from tfmot_rigl.keras.log import logger
 from tfmot_rigl.keras.schedule import SparseSchedule
 
 
@@ -54,22 +55,10 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
     self.initial_mask = initial_masks.check_initial_mask(initial_mask, self.algorithm)
     self.state = []  # per prunable weight: {state name: variable}
     self.initial_weights = []
-    self._optimizer_ref = None  # set by wrap_optimizer; a weak reference, so the layer does not track it
 
   def attach_optimizer(self, optimizer):
     """Called by `wrap_optimizer`: this layer's masks are now updated by `optimizer`."""
-    self._optimizer_ref = weakref.ref(optimizer)
-
-  def _check_sparse_optimizer(self, training):
-    """A training pass with no wrapped optimizer is an error: nothing would keep inactive weights at zero."""
-    if training is not True:
-      return
-    if self._optimizer_ref is None or self._optimizer_ref() is None:
-      raise ValueError(
-          f"Layer {self.layer.name!r} is being trained, but no optimizer drives its sparse training: pass the "
-          "optimizer through tfmot_rigl.wrap_optimizer(optimizer, model) before compiling or training; for a model "
-          "loaded with keras.models.load_model, load it with tfmot_rigl.load_model instead, which does that (without "
-          "it masks never change and inactive weights would be trained back to non-zero).")
+    attach.attach(self, optimizer)
 
   def layer_seed(self, step, purpose: int = 0):
     """int32 [2] stateless seed for (run seed + offset, this layer, purpose, step)."""
@@ -114,8 +103,6 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
                                          dtype=dtype, trainable=False, experimental_autocast=False)
         initial_weight.assign(weight)
         self.initial_weights.append(initial_weight)
-      if self.algorithm.in_blocks(weight.shape):  # blocks must tile the kernel: say which layer they do not
-        blocks.grid_shape(weight.shape, self.algorithm.block_shape, name=self.layer.name)
       initial = tf.cast(initial_masks.first_mask(self, index, weight), mask.dtype)
       mask.assign(initial)
       weight.assign(weight * tf.cast(initial, weight.dtype))
@@ -131,10 +118,12 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
   def call(self, inputs, training=None, **kwargs):
     # The kernel already is W ⊙ M (see the module docstring); TFMOT's step counting, magnitude re-thresholding and
     # per-step mask re-assignment are left out on purpose.
-    self._check_sparse_optimizer(training)
     if "training" in inspect.getfullargspec(self.layer.call).args:
-      return self.layer.call(inputs, training=training, **kwargs)
-    return self.layer.call(inputs, **kwargs)
+      outputs = self.layer.call(inputs, training=training, **kwargs)
+    else:
+      outputs = self.layer.call(inputs, **kwargs)
+    attach.check_driven(self, training)  # after the call: a recording tape has seen the kernel read by then
+    return outputs
 
   def get_config(self):
     config = super().get_config()
@@ -151,6 +140,19 @@ class SparseWrapper(pruning_wrapper.PruneLowMagnitude):
     config["pruning_schedule"] = SparseSchedule.from_config(schedule_config["config"])
     config["layer"] = keras.layers.deserialize(config.pop("layer"))
     return cls(**config)
+
+
+def note_kernels_not_tiled(wrappers, algorithm) -> None:
+  """One line naming the kernels that blocks do not tile: they are masked per element (core/blocks.py)."""
+  untiled = [f"{wrapper.layer.name} {tuple(int(d) for d in weight.shape[-2:])}"
+             for wrapper in wrappers if isinstance(wrapper, SparseWrapper)
+             for weight, _, _ in wrapper.pruning_vars
+             if blocks.applies(weight.shape, algorithm.block_shape) and not algorithm.in_blocks(weight.shape)]
+  if untiled:
+    logger.info("block_shape=%s does not tile the [in, out] kernel of %s: masked per element (unstructured) "
+                "instead; a block_shape dividing both dims keeps a layer in blocks.", list(algorithm.block_shape),
+                ", ".join(untiled))
+
 
 
 keras.utils.get_custom_objects()[SparseWrapper.__name__] = SparseWrapper
