@@ -216,6 +216,22 @@ def _drop_and_grow_update_fn(optimizer, wrapper, index, mask):
   return update
 
 
+# Optimizers whose update is not a step along the (masked) gradient: Ftrl assigns each weight from its accumulators
+# (a zeroed accumulator gives 0/0), Adafactor keeps factored slots that cannot be reset per connection.
+_WEIGHT_SETTING = {"Ftrl": "assigns each weight from its own accumulators instead of stepping it along the gradient",
+                   "Adafactor": "keeps factored (row/column) slots that cannot be reset for single connections"}
+
+
+def _refuse_weight_setting_optimizers(optimizer):
+  for link in slot_lookup.optimizer_chain(optimizer):
+    for cls in type(link).__mro__:
+      if cls.__name__ in _WEIGHT_SETTING and cls.__module__.startswith("tf_keras."):
+        raise ValueError(
+            f"wrap_optimizer cannot drive sparse training with {cls.__name__}: it {_WEIGHT_SETTING[cls.__name__]}, "
+            "so inactive weights would not stay exactly zero; use another tf_keras optimizer (SGD, Adam, AdamW, "
+            "RMSprop, Adagrad, Adadelta, Adamax, Nadam, Lion, or their legacy versions).")
+
+
 def wrap_optimizer(optimizer, model):
   """Makes `optimizer` drive sparse training of `model` (a model returned by `prune_sparse`).
 
@@ -231,6 +247,7 @@ def wrap_optimizer(optimizer, model):
   if not wrappers:
     raise ValueError(f"Model {model.name!r} has no sparse layers; call tfmot_rigl.prune_sparse(model, ...) first and "
                      "wrap the optimizer with the model it returns.")
+  _refuse_weight_setting_optimizers(optimizer)
   previous = getattr(optimizer, "_sparse_targets", None)
   if previous is not None and {id(w) for w in previous.wrappers} != {id(w) for w in wrappers}:
     other = previous.model()

@@ -66,8 +66,12 @@ def _prunable_weights(layer, sparsify_depthwise):
     return [layer.depthwise_kernel] if sparsify_depthwise else []
   if isinstance(layer, prunable_layer.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
     return list(layer.get_prunable_weights())
-  if prune_registry.PruneRegistry.supports(layer):
-    return [getattr(layer, name) for name in prune_registry.PruneRegistry._weight_names(layer)]
+  registry = prune_registry.PruneRegistry
+  if registry.supports(layer) and (registry._is_rnn_layer(layer) or registry._is_mha_layer(layer)):
+    # RNNs (LSTM, GRU, …: their cells' kernels) and attention: the weights TFMOT's own make_prunable gives them.
+    return list(registry.make_prunable(layer).get_prunable_weights())
+  if registry.supports(layer):
+    return [getattr(layer, name) for name in registry._weight_names(layer)]
   return []
 
 

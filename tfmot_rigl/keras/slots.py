@@ -75,6 +75,11 @@ def current_learning_rate(optimizer, dtype=tf.float32):
   return tf.cast(optimizer.learning_rate, dtype)
 
 
+def optimizer_chain(optimizer):
+  """The optimizer and those it wraps, outermost first."""
+  return list(_chain(optimizer))
+
+
 def _chain(optimizer):
   """The optimizer and those it wraps, outermost first: LossScaleOptimizer (`inner_optimizer`), Model Garden's EMA."""
   while optimizer is not None:

@@ -27,8 +27,11 @@ class PendingStep:
   def __init__(self, fraction: float, what: str):
     self.fraction = float(fraction)
     self.what = what
+    self.fix = None  # what to do, in the words of the layer that built the model (e.g. Model Garden's config)
 
   def error(self):
+    if self.fix:
+      return ValueError(f"{self.what}={self.fraction} is a fraction of training, and {self.fix}")
     return ValueError(
         f"{self.what}={self.fraction} is a fraction of training, and this training loop does not say how many steps "
         "it runs: pass total_steps=<number of training steps> to tfmot_rigl.prune_sparse (or to "
@@ -104,6 +107,15 @@ def pruning_wrapper_layers(model):
   """Every TFMOT pruning wrapper (ours included) in `model`, however deeply nested, in model order."""
   return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
           if isinstance(layer, pruning_wrapper.PruneLowMagnitude)]
+
+
+def explain_pending(model, fix: str) -> None:
+  """Makes a custom loop's error about `model`'s pending window say `fix` (for APIs above prune_sparse)."""
+  for schedule in _schedules(model):
+    for what in _WINDOW_FIELDS:
+      value = getattr(schedule, what, None)
+      if isinstance(value, PendingStep):
+        value.fix = fix
 
 
 def has_pending_window(model) -> bool:

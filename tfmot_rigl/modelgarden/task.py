@@ -26,6 +26,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import prune_regis
 
 from tfmot_rigl import keras as sparse_keras
 from tfmot_rigl.keras import pretrained
+from tfmot_rigl.keras import training_steps
 from tfmot_rigl.keras.log import logger
 from tfmot_rigl.modelgarden import configs
 from tfmot_rigl.modelgarden import inputs
@@ -55,6 +56,10 @@ class SparseImageClassificationTask(image_classification.ImageClassificationTask
                        'not set; set it to a sparse run\'s model_dir, or use initial_mask=magnitude or random.')
     make_blocks_prunable(model, sparsify_depthwise=sparsity.sparsify_depthwise)
     sparse_model = sparse_keras.prune_sparse(model, algorithm=sparsity.algorithm(), **sparsity.prune_kwargs())
+    training_steps.explain_pending(  # this user never called prune_sparse: name the config field instead
+        sparse_model, 'task.sparsity.total_steps is not set (validating the experiment config fills it in from '
+        'trainer.train_steps, as exp_factory and `tfm train` do): set task.sparsity.total_steps, or call '
+        'params.validate() on the ExperimentConfig before building the task.')
     if self.task_config.model.match_tf1_reference:
       tf1_reference.match_tf1_reference(
           sparse_model, relu_activations=self.task_config.model.backbone.type == 'mobilenet')
