@@ -1,5 +1,7 @@
 """Block masks (issue 10): constant over (b_in, b_out) blocks of a Dense kernel, at init and after every update,
 with the number of active blocks preserved, for every mask-based method; and the knob's errors."""
+import logging
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -128,12 +130,17 @@ def test_magnitude_blocks_are_tfmot_block_size_on_dense_kernels():
     assert np.mean(kernel == 0) == pytest.approx(0.75, abs=0.01), layer.name
 
 
-def test_blocks_that_do_not_tile_a_kernel_name_the_layer():
-  with pytest.raises(ValueError, match=r"kernel of layer 'logits' has shape \(32, 10\).*blocks of \(4, 4\)"):
-    model = keras.Sequential([keras.layers.Dense(32, input_shape=(16,), name="fc1"),
-                              keras.layers.Dense(10, name="logits")])
-    tfmot_rigl.prune_sparse(model, tfmot_rigl.make_algorithm("rigl", block_shape=(4, 4)), sparsity=0.5,
-                            distribution="uniform", first_layer_dense=False, total_steps=10)
+def test_kernels_blocks_do_not_tile_are_masked_per_element_and_named(capsys, monkeypatch):
+  monkeypatch.setattr(logging.getLogger("tfmot_rigl"), "level", logging.INFO)  # as for an API user
+  model = keras.Sequential([keras.layers.Dense(32, input_shape=(16,), name="fc1"),
+                            keras.layers.Dense(10, name="logits")])
+  sparse = tfmot_rigl.prune_sparse(model, tfmot_rigl.make_algorithm("rigl", block_shape=(4, 4)), sparsity=0.5,
+                                   distribution="uniform", first_layer_dense=False, total_steps=10)
+  assert "block_shape=[4, 4] does not tile the [in, out] kernel of logits (32, 10): masked per element" in (
+      capsys.readouterr().err)
+  fc1, logits = (w.pruning_vars[0][1].numpy() for w in tfmot_rigl.sparse_wrappers(sparse))
+  assert np.array_equal(fc1, np.repeat(np.repeat(fc1[::4, ::4], 4, 0), 4, 1))  # in blocks
+  assert logits.sum() == 160 and not np.array_equal(logits, np.repeat(logits[::4], 4, 0))  # per element, exact count
 
 
 @pytest.mark.parametrize("bad", [(0, 1), (4,), "4x1", (2.5, 1)])

@@ -79,6 +79,9 @@ def test_saves_at_any_time_and_stock_load_then_fit_continues(tmp_path, name, cap
     assert [w.algorithm for w in tfmot_rigl.sparse_wrappers(loaded)] == [tfmot_rigl.RigL(update_frequency=2)] * 2
     assert [w.pruning_schedule.sparsity for w in tfmot_rigl.sparse_wrappers(loaded)] == [
         w.pruning_schedule.sparsity for w in tfmot_rigl.sparse_wrappers(model)]
+  if name == "saved_model":  # TF's own SavedModel writer, on the uncompiled fresh model too
+    tf.saved_model.save(_sparse_model(), str(tmp_path / "tf_saved_model"))
+    assert tf.saved_model.load(str(tmp_path / "tf_saved_model")) is not None
   # The stock loader gives a plain SGD back: the first step of fit wraps it, the window resolves, masks move.
   assert not isinstance(loaded.optimizer, type(model.optimizer))
   before = _masks(loaded)

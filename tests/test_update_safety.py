@@ -104,11 +104,18 @@ def test_under_loss_scaling_a_skipped_step_skips_every_mask_update(method):
   _assert_exact_sparsity(model)
 
 
-def test_training_with_an_unwrapped_optimizer_is_an_error_naming_wrap_optimizer():
+def test_fit_wraps_an_unwrapped_compiled_optimizer_and_an_unsupported_one_is_named():
   model = tfmot_rigl.prune_sparse(_model(), "rigl", sparsity=0.6, total_steps=10)
   model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   x, y = _data()
-  with pytest.raises(ValueError, match="wrap_optimizer"):
+  model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # the first step wraps it (custom loops: test_save_load)
+  assert isinstance(model.optimizer, tfmot_rigl.keras.optimizer._SparseTrainingOptimizer)
+  for wrapper in tfmot_rigl.sparse_wrappers(model):
+    kernel, mask, _ = wrapper.pruning_vars[0]
+    assert np.count_nonzero(kernel.numpy()[mask.numpy() == 0]) == 0
+  model = tfmot_rigl.prune_sparse(_model(), "rigl", sparsity=0.6, total_steps=10)
+  model.compile(keras.optimizers.Ftrl(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  with pytest.raises(ValueError, match="wrap_optimizer cannot drive sparse training with Ftrl"):
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
 
 
