@@ -567,3 +567,103 @@ def test_import_checkpoint_bad_destinations_and_truncated_source(tmp_path, capsy
   line = _refused([f'--source={source}', f'--model_dir={tmp_path}/out'], tmp_path, capsys, 'import-checkpoint',
                   experiment='resnet_rigl')
   assert f"cannot read checkpoint '{source}' (truncated or corrupt?)" in line
+
+
+# --- property: any number in any numeric field of task.sparsity, trainer and the data configs is refused in one line
+# or runs; never a traceback ---
+
+NUMERIC_BLOCKS = ('task.sparsity', 'trainer', 'task.train_data', 'task.validation_data')
+
+
+def _numeric_fields():
+  """(dotted name, int or float) of every field of NUMERIC_BLOCKS typed int, float or Optional of them."""
+  import dataclasses
+  import typing
+  from official.core import exp_factory
+  import tfmot_rigl.modelgarden  # noqa: F401  (registers the experiments)
+  config = exp_factory.get_exp_config('mnist_rigl')
+  fields = []
+  for block in NUMERIC_BLOCKS:
+    node = config
+    for key in block.split('.'):
+      node = getattr(node, key)
+    hints = typing.get_type_hints(type(node))
+    for field in dataclasses.fields(node):
+      kinds = {kind for kind in (typing.get_args(hints[field.name]) or (hints[field.name],)) if kind is not type(None)}
+      if kinds and kinds <= {int, float}:
+        fields.append((f'{block}.{field.name}', float if float in kinds else int))
+  return fields
+
+
+NUMERIC_FIELDS = _numeric_fields()
+
+
+def _value(kind, bounded):
+  from hypothesis import strategies as st
+  ints = st.one_of(st.integers(-3, 10), st.sampled_from([-2**31, 2**31, 2**32, 2**40, 2**63]),
+                   st.integers(-2**64, 2**64))
+  if bounded:  # values a real run can afford: a few steps, small batches
+    ints = st.integers(-3, 6)
+  floats = st.one_of(st.floats(-2.0, 2.0), st.floats(allow_nan=False, allow_infinity=False),
+                     st.sampled_from([0.0, -0.0, 1e-30, -1e30, 1e30]))
+  return ints if kind is int else st.one_of(floats, ints)
+
+
+def _overrides(bounded=False):
+  """A strategy of {field: value} for 1-3 numeric fields."""
+  from hypothesis import strategies as st
+  return st.lists(st.sampled_from(NUMERIC_FIELDS), min_size=1, max_size=3, unique=True).flatmap(
+      lambda fields: st.fixed_dictionaries({name: _value(kind, bounded) for name, kind in fields}))
+
+
+def _as_override(draw):
+  """The draw as key=value pairs for --params_override (floats in repr, which Model Garden's loader reads back)."""
+  return ','.join(f'{name}={value!r}' for name, value in draw.items())
+
+
+def test_numeric_fields_are_checked_before_a_run_property():
+  """Every draw either parses into a validated config or is one UsageError line; any other exception fails."""
+  import argparse
+  from hypothesis import HealthCheck, given, settings
+  from tfmot_rigl.cli import UsageError
+  from tfmot_rigl.cli import train as train_cli
+  assert len(NUMERIC_FIELDS) > 30  # the blocks' numeric fields were found (sparsity, trainer, two data configs)
+  outcomes = {'refused': 0, 'accepted': 0}
+
+  @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+  @given(_overrides())
+  def check(draw):
+    flags_obj = argparse.Namespace(experiment='mnist_rigl', config_file=[], tpu='', tf_data_service='',
+                                   params_override=f'{QUICK},{_as_override(draw)}')
+    try:
+      train_cli.parse_experiment(flags_obj, 'train')
+      outcomes['accepted'] += 1
+    except UsageError as error:
+      assert '\n' not in str(error) and str(error), draw
+      outcomes['refused'] += 1
+
+  check()
+  assert outcomes['refused'] and outcomes['accepted'], outcomes
+
+
+def test_numeric_fields_run_or_are_refused_property(tmp_path, capsys):
+  """A few real `tfm train` runs on drawn values (bounded to a few steps): exit 0, or exit 2 with one line and
+  nothing left behind."""
+  from hypothesis import HealthCheck, given, settings
+  runs = iter(range(1000))
+
+  @settings(max_examples=3, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+  @given(_overrides(bounded=True))
+  def check(draw):
+    model_dir = tmp_path / f'run{next(runs)}'
+    capsys.readouterr()
+    with gin.unlock_config():
+      code = tfm.main(['train', '--experiment=mnist_rigl', f'--model_dir={model_dir}', '--mode=train',
+                       f'--params_override={QUICK},{_as_override(draw)}'])
+    err = capsys.readouterr().err
+    assert code in (0, 2), (draw, err[-2000:])
+    if code == 2:
+      one_error_line(err)
+      assert not model_dir.exists(), draw
+
+  check()

@@ -74,8 +74,24 @@ docs/semantics.md give the exact meaning of each.
 """
 
 
+# Ends `tfm train --help`: overrides that shrink every registered experiment (tests/test_cli_train.py runs them on
+# each one, as written here).
+SMOKE_RUN_HELP = """
+smoke run: any experiment shrunk (input size, batch sizes, steps, intervals, and a small member of its model family:
+the backbone.* items; leave those out to try the full-size model) to check a setup in a minute before the real run.
+Add your data paths (task.train_data.input_path=... or tfds_data_dir=..., the same for validation_data); for
+mnist_rigl leave out task.model.input_size (MNIST images are 28x28x1):
+  tfm train --experiment=resnet_rigl --model_dir=/tmp/smoke --params_override="task.model.input_size=[32,32,3],\\
+task.train_data.global_batch_size=4,task.validation_data.global_batch_size=4,trainer.train_steps=2,\\
+trainer.steps_per_loop=1,trainer.summary_interval=1,trainer.checkpoint_interval=2,trainer.validation_interval=2,\\
+trainer.validation_steps=1,task.sparsity.update_frequency=1,task.model.backbone.resnet.model_id=10,\\
+task.model.backbone.resnet.depth_multiplier=0.0625,task.model.backbone.mobilenet.filter_size_scale=0.25,\\
+task.model.backbone.wide_resnet.depth=10,task.model.backbone.wide_resnet.width_multiplier=1"
+"""
+
+
 def train_help() -> str:
-  return TRAIN_HELP
+  return TRAIN_HELP + SMOKE_RUN_HELP
 
 
 @contextlib.contextmanager
