@@ -221,6 +221,19 @@ def test_import_checkpoint_bad_destinations_and_truncated_source(tmp_path, capsy
   assert f"cannot read checkpoint '{source}' (truncated or corrupt?)" in line
 
 
+def test_a_diverging_run_ends_in_one_line(tmp_path, capsys):
+  """Model Garden stops a run whose loss is NaN or above trainer.loss_upper_bound with a RuntimeError: one line
+  (the run was valid input, so its checkpoints so far stay), not a traceback."""
+  model_dir = tmp_path / 'run'
+  with gin.unlock_config():
+    code = tfm.main(['train', '--experiment=mnist_rigl', f'--model_dir={model_dir}', '--mode=train',
+                     f'--params_override={quick("trainer.loss_upper_bound=1e-9")}'])
+  line = one_error_line(capsys.readouterr().err)
+  assert code == 2
+  assert 'training diverged: The loss value is' in line and 'larger than the bound 1e-09' in line
+  assert f'checkpoints before it are kept in {model_dir}' in line
+
+
 # --- property: any number in any numeric field of task.sparsity, trainer and the data configs is refused in one line
 # or runs; never a traceback ---
 
