@@ -90,8 +90,9 @@ def reset_masks(wrappers, masks=None) -> None:
       continue  # TFMOT's gradual pruning: dense start, masks all ones
     for index, (weight, mask, _) in enumerate(wrapper.pruning_vars):
       weight = _variable(weight)
-      if index < len(getattr(wrapper, "initial_weights", [])):
-        wrapper.initial_weights[index].assign(weight)  # grow_init=initial_dist draws from the loaded weights
+      if kind != "random" and index < len(getattr(wrapper, "initial_weights", [])):
+        # grow_init=initial_dist draws from the loaded weights; random masks keep the unmasked ones build stored
+        wrapper.initial_weights[index].assign(weight)
       if kind == "checkpoint" and masks is not None and id(mask) in masks:
         value = tf.cast(masks[id(mask)] != 0, mask.dtype)
       elif kind in ("random", "checkpoint"):  # checkpoint: a layer not loaded (a new head) keeps its first mask
