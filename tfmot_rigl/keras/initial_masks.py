@@ -77,12 +77,14 @@ def _variable(weight):
   return getattr(weight, "_variable", weight)  # the float32 variable under an AutoCastVariable
 
 
-def reset_masks(wrappers, masks=None) -> None:
+def reset_masks(wrappers, masks=None, weights_loaded: bool = False) -> None:
   """Sets every wrapper's masks from its `initial_mask` and the weights it holds now, and masks those weights.
 
   Args:
     wrappers: pruning wrappers (SparseWrapper or TFMOT's), built.
     masks: {id(mask variable): array} for initial_mask="checkpoint" (from `pretrained.plan_load`).
+    weights_loaded: the weights were just loaded (unmasked) from a checkpoint, so grow_init=initial_dist's copy of
+      the initial weights is taken from them; otherwise the copy the wrapper took at build (before masking) stays.
   """
   for wrapper in wrappers:
     kind = initial_mask_of(wrapper)
@@ -90,9 +92,8 @@ def reset_masks(wrappers, masks=None) -> None:
       continue  # TFMOT's gradual pruning: dense start, masks all ones
     for index, (weight, mask, _) in enumerate(wrapper.pruning_vars):
       weight = _variable(weight)
-      if kind != "random" and index < len(getattr(wrapper, "initial_weights", [])):
-        # grow_init=initial_dist draws from the loaded weights; random masks keep the unmasked ones build stored
-        wrapper.initial_weights[index].assign(weight)
+      if weights_loaded and index < len(getattr(wrapper, "initial_weights", [])):
+        wrapper.initial_weights[index].assign(weight)  # grow_init=initial_dist draws from the loaded weights
       if kind == "checkpoint" and masks is not None and id(mask) in masks:
         value = tf.cast(masks[id(mask)] != 0, mask.dtype)
       elif kind in ("random", "checkpoint"):  # checkpoint: a layer not loaded (a new head) keeps its first mask

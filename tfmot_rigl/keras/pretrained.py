@@ -218,7 +218,7 @@ def apply_plan(plan: LoadPlan) -> None:
   reader = tf.train.load_checkpoint(plan.checkpoint)
   for variable, key in plan.assignments:
     variable.assign(tf.cast(reader.get_tensor(key), variable.dtype))
-  initial_masks.reset_masks(plan.wrappers, plan.masks)
+  initial_masks.reset_masks(plan.wrappers, plan.masks, weights_loaded=True)
 
 
 def load_pretrained(model, path: str, roots: Optional[Mapping[str, object]] = None,
