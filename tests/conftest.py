@@ -10,3 +10,17 @@ import tensorflow as tf  # noqa: E402
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def library_notes_shown():
+  """The tool's notes print at INFO, as for an API user (an in-process `tfm` command earlier may not leave them so)."""
+  notes = logging.getLogger("tfmot_rigl")
+  level = notes.level
+  notes.setLevel(logging.INFO)
+  yield
+  notes.setLevel(level)

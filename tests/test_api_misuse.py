@@ -1,6 +1,5 @@
 """Each Python API misuse of issue 18 gets one clear ValueError/TypeError at the call that caused it; blocks that do
 not tile a kernel mask it per element with one line; TFMOT's block_size spelling is accepted."""
-import logging
 
 import numpy as np
 import pytest
@@ -13,13 +12,7 @@ import tfmot_rigl
 import tfmot_rigl.modelgarden  # noqa: F401  (registers the experiments)
 
 
-@pytest.fixture(autouse=True)
-def _library_notes_shown():
-  notes = logging.getLogger("tfmot_rigl")
-  level = notes.level
-  notes.setLevel(logging.INFO)
-  yield
-  notes.setLevel(level)
+pytestmark = pytest.mark.usefixtures("library_notes_shown")
 
 
 def test_knob_and_distribution_misuses_fail_at_the_call():

@@ -1,5 +1,4 @@
 """Save -> load -> continue sparse training, in every tf_keras format, the way TFMOT users do it (issue 18)."""
-import logging
 import os
 import tempfile
 
@@ -14,13 +13,7 @@ import tfmot_rigl
 FORMATS = ["model.keras", "model.h5", "saved_model"]
 
 
-@pytest.fixture(autouse=True)
-def _library_notes_shown():
-  notes = logging.getLogger("tfmot_rigl")
-  level = notes.level
-  notes.setLevel(logging.INFO)
-  yield
-  notes.setLevel(level)
+pytestmark = pytest.mark.usefixtures("library_notes_shown")
 
 
 def _data():

@@ -1,5 +1,4 @@
 """Stock user code, written the way TFMOT's guides write it, runs with defaults or gets one clear line (issue 13)."""
-import logging
 
 import numpy as np
 import pytest
@@ -9,14 +8,7 @@ import tf_keras as keras
 import tfmot_rigl
 
 
-@pytest.fixture(autouse=True)
-def _library_notes_shown():
-  """The notes print at INFO, as for an API user (an in-process `tfm` command earlier may not leave them so)."""
-  notes = logging.getLogger("tfmot_rigl")
-  level = notes.level
-  notes.setLevel(logging.INFO)
-  yield
-  notes.setLevel(level)
+pytestmark = pytest.mark.usefixtures("library_notes_shown")
 
 
 def _mlp():

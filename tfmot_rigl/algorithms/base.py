@@ -47,6 +47,18 @@ def make_algorithm(method: str, **knobs) -> "SparseAlgorithm":
   return _REGISTRY[method](**{k: v for k, v in knobs.items() if k in known[method]})
 
 
+def as_algorithm(algorithm) -> "SparseAlgorithm":
+  """What prune_sparse's `algorithm` argument means: an algorithm object, a method name, or None for RigL()."""
+  if algorithm is None:
+    return make_algorithm("rigl")
+  if isinstance(algorithm, str):
+    return make_algorithm(algorithm)
+  if not isinstance(algorithm, SparseAlgorithm):
+    raise ValueError(f"algorithm={algorithm!r} is not a sparse training algorithm; pass e.g. tfmot_rigl.RigL() or a "
+                     f"method name ({', '.join(algorithm_names())}).")
+  return algorithm
+
+
 def tfmot_spelling(knobs: dict, who: str) -> dict:
   """TFMOT's `block_size` (prune_low_magnitude's name, same orientation: [in, out] of a Dense kernel) is block_shape."""
   if "block_size" not in knobs:

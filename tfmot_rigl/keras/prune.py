@@ -145,17 +145,6 @@ def model_sparsities(model, sparsity: float, distribution: str = "erk", erk_powe
       custom_sparsities=custom, first_layer_dense=first_layer_dense)
 
 
-def _as_algorithm(algorithm):
-  if algorithm is None:
-    return algorithms.RigL()
-  if isinstance(algorithm, str):
-    return algorithms.make_algorithm(algorithm)
-  if not isinstance(algorithm, algorithms.SparseAlgorithm):
-    raise ValueError(f"algorithm={algorithm!r} is not a sparse training algorithm; pass e.g. tfmot_rigl.RigL() or a "
-                     f"method name ({', '.join(algorithms.algorithm_names())}).")
-  return algorithm
-
-
 def _kernel_layers(model):
   """Leaf layers holding a kernel (what a reader counts as a conv/dense layer)."""
   return [layer for layer in _leaf_layers(model)
@@ -267,7 +256,7 @@ def prune_sparse(to_prune, algorithm=None, sparsity: float = 0.9, distribution: 
       which are kept) or "checkpoint" (masks of `tfmot_rigl.load_pretrained`); see keras/initial_masks.py.
   """
   check_tf_keras(to_prune)
-  algorithm = _as_algorithm(algorithm)
+  algorithm = algorithms.as_algorithm(algorithm)
   initial_masks.check_initial_mask(initial_mask, algorithm)
   if not isinstance(to_prune, keras.Model):
     return _prune_layer(to_prune, algorithm, sparsity, sparsify_depthwise, seed, total_steps, initial_mask)

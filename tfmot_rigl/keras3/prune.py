@@ -109,17 +109,6 @@ def model_sparsities(model, sparsity: float, distribution: str = "erk", erk_powe
                                         first_layer_dense=first_layer_dense)
 
 
-def _as_algorithm(algorithm):
-  if algorithm is None:
-    return algorithms.RigL()
-  if isinstance(algorithm, str):
-    return algorithms.make_algorithm(algorithm)
-  if not isinstance(algorithm, algorithms.SparseAlgorithm):
-    raise ValueError(f"algorithm={algorithm!r} is not a sparse training algorithm; pass e.g. tfmot_rigl.RigL() or a "
-                     f"method name ({', '.join(algorithms.algorithm_names())}).")
-  return algorithm
-
-
 def _check_knobs(algorithm):
   """Knobs of the tf_keras path that the Keras 3 step does not implement yet: one line each, not a silent ignore."""
   if getattr(algorithm, "initial_sparsity", None) is not None:
@@ -227,7 +216,7 @@ def prune_sparse(to_prune, algorithm=None, sparsity: float = 0.9, distribution: 
   models have their prunable layers wrapped in place. Train with an optimizer passed through `wrap_optimizer`.
   """
   check_keras3(to_prune)
-  algorithm = _as_algorithm(algorithm)
+  algorithm = algorithms.as_algorithm(algorithm)
   _check_knobs(algorithm)
   begin, end = _window(algorithm, total_steps)
   if not isinstance(to_prune, keras.Model):
