@@ -9,6 +9,7 @@ import argparse
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras as keras
 
 from tfmot_rigl.cli import export as export_cli
@@ -90,3 +91,11 @@ def error_line(capsys) -> str:
   assert len(lines) == 1, captured.err
   assert 'Traceback' not in captured.err
   return lines[0]
+
+
+def checkpoint_masks(checkpoint: str) -> dict:
+  """{object-graph path: mask} of every pruning wrapper's mask in a checkpoint (ours and TFMOT's wrappers)."""
+  reader = tf.train.load_checkpoint(checkpoint)
+  paths = {name: name.split('/.ATTRIBUTES')[0] for name in reader.get_variable_to_shape_map()}
+  return {path: reader.get_tensor(name) for name, path in paths.items()
+          if path.endswith('/mask') or ('/pruning_vars/' in path and path.endswith('/1'))}

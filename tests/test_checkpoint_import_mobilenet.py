@@ -166,3 +166,27 @@ def test_masks_the_experiment_cannot_hold_are_an_error(mobilenet_v1, tmp_path, c
   assert 'resnet_model/initial_conv is sparse in the checkpoint' in line and 'official_configs' in line
   assert not os.path.exists(tmp_path / 'out')
 
+
+
+def test_imported_checkpoint_starts_a_sparse_transfer_run(mobilenet_v1, tmp_path):
+  """Issue 17: an imported checkpoint as `task.init_checkpoint` (backbone only, a 10-class head, masks from the
+  checkpoint); static training keeps every imported backbone mask exactly."""
+  records = str(tmp_path / 'train.tfrecord')
+  _write_records(records, np.random.default_rng(3).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8), range(4))
+  model_dir = str(tmp_path / 'transfer')
+  data = ','.join(f'task.{split}.{key}={value}' for split in ('train_data', 'validation_data') for key, value in (
+      ('input_path', records), ('global_batch_size', 2)))
+  assert tfm.main([
+      'train', '--mode=train', '--experiment=mobilenet_rigl',
+      f'--config_file={REPO}/official_configs/mobilenet1_rigl_uniform_s75_1x.yaml', f'--model_dir={model_dir}',
+      f'--params_override=task.model.input_size=[96,96,3],task.model.num_classes=10,{data},'
+      'trainer.train_steps=2,trainer.steps_per_loop=1,trainer.checkpoint_interval=2,trainer.summary_interval=2,'
+      'trainer.validation_interval=2,task.sparsity.method=static,task.init_checkpoint_modules=backbone,'
+      f"task.init_checkpoint={mobilenet_v1['model_dir']},task.sparsity.initial_mask=checkpoint"]) == 0
+  source = imported.checkpoint_masks(tf.train.latest_checkpoint(mobilenet_v1['model_dir']))
+  after = imported.checkpoint_masks(tf.train.latest_checkpoint(model_dir))
+  backbone = sorted(key for key in source if key.startswith('model/layer_with_weights-0/'))
+  assert backbone and set(backbone) <= set(after)
+  assert any(0 < source[key].mean() < 1 for key in backbone)  # sparse masks came over, not all-ones
+  for key in backbone:
+    np.testing.assert_array_equal(after[key], source[key], err_msg=key)

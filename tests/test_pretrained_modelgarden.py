@@ -13,6 +13,7 @@ import tensorflow as tf
 from official.core import exp_factory
 from official.vision.tasks import image_classification
 
+import imported_models as imported
 from tfmot_rigl import keras as sparse_keras
 from tfmot_rigl.cli import main as tfm
 from tfmot_rigl.modelgarden import task as sparse_task
@@ -130,21 +131,14 @@ def _tfm_train(records, model_dir, extra):
                      _override(records, extra)])
 
 
-def _masks(checkpoint):
-  """{path of the wrapper in the backbone: mask} of a checkpoint (every mask of every wrapper)."""
-  reader = tf.train.load_checkpoint(checkpoint)
-  paths = {name: name.split('/.ATTRIBUTES')[0] for name in reader.get_variable_to_shape_map()}
-  return {path: reader.get_tensor(name) for name, path in paths.items()
-          if path.endswith('/mask') or ('/pruning_vars/' in path and path.endswith('/1'))}
-
-
 @pytest.mark.parametrize('method', ['static', 'rigl'])
 def test_sparse_transfer_to_a_new_head_keeps_the_backbone_masks(sparse_run, jpeg_records, tmp_path, method):
   model_dir = str(tmp_path / 'transfer')
   assert _tfm_train(jpeg_records, model_dir, (
       f'task.model.num_classes=10,task.sparsity.method={method},task.init_checkpoint={sparse_run},'
       'task.init_checkpoint_modules=backbone,task.sparsity.initial_mask=checkpoint')) == 0
-  source, after = _masks(tf.train.latest_checkpoint(sparse_run)), _masks(tf.train.latest_checkpoint(model_dir))
+  source = imported.checkpoint_masks(tf.train.latest_checkpoint(sparse_run))
+  after = imported.checkpoint_masks(tf.train.latest_checkpoint(model_dir))
   backbone = sorted(key for key in source if key.startswith('model/layer_with_weights-0/'))
   assert backbone and set(backbone) <= set(after)
   # The head has another shape (10 classes), so it is not among the loaded masks.
